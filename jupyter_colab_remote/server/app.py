@@ -1,0 +1,252 @@
+"""The jupyter_server extension: `ColabRemoteApp`, and `jupyter colabremote serve`."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import sys
+import time
+import typing as t
+
+from jupyter_server.extension.application import ExtensionApp, _preparse_for_stopping_flags
+from traitlets import Bool, Integer, List, Unicode, default
+
+from .. import __version__
+from ..tokens import TokenError, TokenStore, default_token_file
+from .colab_handlers import COLAB_HANDLERS
+from .identity import POLICY_SETTING, STORE_SETTING, TokenStoreIdentityProvider
+from .kernel_ws import KERNEL_WS_HANDLERS
+from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
+from .runtime_file import remove_runtime_file, write_runtime_file
+from .status import StatusHandler
+
+#: Server settings that make a server acceptable to Colab. Applied by `serve` (as the
+#: extension's serverapp_config) rather than by a global config file, so other Jupyter
+#: servers in the same environment keep their own settings.
+COLAB_SERVER_CONFIG: dict[str, t.Any] = {
+    "identity_provider_class": TokenStoreIdentityProvider,
+    "allow_origin_pat": COLAB_ORIGIN_PATTERN,
+    "allow_credentials": True,
+    "port_retries": 0,
+    "open_browser": False,
+}
+
+
+class StartError(Exception):
+    """The runtime cannot start as asked (a non-loopback bind, a broken install)."""
+
+
+def is_loopback(ip: str) -> bool:
+    """True for localhost and loopback addresses, the only binds allowed by default."""
+    if ip in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(ip.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ColabRemoteApp(ExtensionApp):
+    """Makes a Jupyter server a Google Colab local runtime: CORS, tokens, Colab endpoints."""
+
+    name = "colabremote"
+    description = "Serve this machine as a Google Colab local runtime."
+    extension_url = "/colabremote/api/status"
+
+    @default("default_url")
+    def _default_default_url(self) -> str:
+        # Opening the runtime's URL in a browser lands in JupyterLab when it is installed.
+        return "/lab" if importlib.util.find_spec("jupyterlab") else self.extension_url
+    load_other_extensions = True
+    serverapp_config = COLAB_SERVER_CONFIG
+
+    token_file = Unicode(
+        config=True,
+        help="The token store (JSON, mode 0600, tokens kept hashed). "
+        "Default: <jupyter data dir>/colabremote/tokens.json.",
+    )
+
+    @default("token_file")
+    def _default_token_file(self) -> str:
+        return str(default_token_file())
+
+    allowed_origin_pattern = Unicode(
+        COLAB_ORIGIN_PATTERN,
+        config=True,
+        help="Regular expression (matched in full) for browser origins allowed to use the "
+        "runtime. Requests carrying any other Origin are refused, even with a valid token.",
+    )
+    extra_allowed_origins = List(
+        Unicode(),
+        config=True,
+        help="Further exact origins allowed besides the pattern, e.g. https://example.org.",
+    )
+    allow_remote_bind = Bool(
+        False,
+        config=True,
+        help="Allow listening on a non-loopback address. Off by default: reach the runtime "
+        "through an SSH forward instead.",
+    )
+    initial_token_name = Unicode(
+        "default",
+        config=True,
+        help="Name of the token created (and shown once) when the store has no live token.",
+    )
+    nvidia_smi = Unicode(
+        "nvidia-smi",
+        config=True,
+        help="The nvidia-smi executable queried for GPU figures (1 s deadline).",
+    )
+    disk_path_override = Unicode(
+        "",
+        config=True,
+        help="The path whose disk is reported; default: the server's root directory.",
+    )
+    cull_idle_timeout = Integer(
+        0,
+        config=True,
+        help="Shut down kernels idle for this many seconds. 0 (the default) keeps kernels "
+        "running through any disconnect until they are shut down explicitly.",
+    )
+    cull_interval = Integer(300, config=True, help="Seconds between checks for idle kernels.")
+    cull_connected = Bool(
+        False, config=True, help="Also cull idle kernels that still have a connection."
+    )
+    cull_busy = Bool(False, config=True, help="Also cull busy kernels.")
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(**kwargs)
+        self.started_at = time.time()
+        self.http_over_ws_connections = 0
+        self.token_store: TokenStore | None = None
+
+    # -- set-up --------------------------------------------------------
+    @property
+    def is_runtime(self) -> bool:
+        """True under `jupyter colabremote serve` (this extension started the server)."""
+        return getattr(self.serverapp, "_starter_app", None) is self
+
+    def disk_path(self) -> str:
+        """Where disk usage is measured."""
+        return self.disk_path_override or self.serverapp.root_dir
+
+    def colab_policy_active(self) -> bool:
+        """True when this server authenticates with the token store (as under `serve`)."""
+        return isinstance(self.serverapp.identity_provider, TokenStoreIdentityProvider)
+
+    def initialize_settings(self) -> None:
+        """Open the token store, install the origin policy, and configure culling."""
+        self.token_store = TokenStore(self.token_file)
+        self.settings[STORE_SETTING] = self.token_store
+        if self.colab_policy_active():
+            policy = OriginPolicy(self.allowed_origin_pattern, list(self.extra_allowed_origins))
+            self.settings[POLICY_SETTING] = policy
+            self.serverapp.web_app.transforms.append(make_cors_transform(policy))
+        else:
+            self.log.info(
+                "colabremote: Colab endpoints added; Colab access itself is enabled only "
+                "under `jupyter colabremote serve`."
+            )
+        km = self.serverapp.kernel_manager
+        if self.cull_idle_timeout > 0:
+            km.cull_idle_timeout = self.cull_idle_timeout
+            km.cull_interval = self.cull_interval
+            km.cull_connected = self.cull_connected
+            km.cull_busy = self.cull_busy
+
+    def initialize_handlers(self) -> None:
+        """Colab's endpoints, the no-delay kernel WebSocket and our status API."""
+        from .http_over_ws import HTTP_OVER_WS_HANDLERS
+
+        self.handlers.extend(COLAB_HANDLERS)
+        self.handlers.extend(KERNEL_WS_HANDLERS)
+        self.handlers.extend(HTTP_OVER_WS_HANDLERS)
+        self.handlers.append((r"/colabremote/api/status", StatusHandler))
+
+    # -- runtime -------------------------------------------------------
+    def local_url(self) -> str:
+        """The server's URL as reached on this host, without a token."""
+        sa = self.serverapp
+        host = "localhost" if sa.ip in ("", "localhost", "127.0.0.1", "::1") else sa.ip
+        return f"http://{host}:{sa.port}{sa.base_url}"
+
+    def runtime_info(self) -> dict[str, t.Any]:
+        """What the runtime file records (never a token)."""
+        sa = self.serverapp
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "ip": sa.ip,
+            "port": sa.port,
+            "base_url": sa.base_url,
+            "url": self.local_url(),
+            "root_dir": sa.root_dir,
+            "token_file": self.token_file,
+            "started": self.started_at,
+        }
+
+    def ensure_token(self) -> str | None:
+        """Create the first token if the store has no live one; return it (to show once)."""
+        assert self.token_store is not None
+        if any(not r.expired() for r in self.token_store.records()):
+            return None
+        name = self.initial_token_name
+        if self.token_store.get(name) is not None:
+            return self.token_store.rotate(name)
+        return self.token_store.create(name)
+
+    async def _start_jupyter_server_extension(self, serverapp: t.Any) -> None:
+        """Once listening under `serve`: write the runtime file and print the URL."""
+        if not self.is_runtime:
+            return
+        write_runtime_file(self.runtime_info())
+        token = self.ensure_token()
+        url = self.local_url()
+        # The URL goes to the terminal (stdout), never through the logger.
+        if token:
+            print(
+                "\n  Paste this URL into Colab's 'Connect to a local runtime' dialog:\n\n"
+                f"    {url}?token={token}\n\n"
+                "  It is shown once; the token is stored only as a hash.\n",
+                flush=True,
+            )
+        else:
+            print(
+                f"\n  Colab runtime at {url} (tokens in {self.token_file}).\n"
+                "  For a URL with a fresh token: jupyter colabremote token rotate "
+                f"{self.initial_token_name}\n",
+                flush=True,
+            )
+
+    async def stop_extension(self) -> None:
+        """Record last-use times and remove the runtime file."""
+        if self.token_store is not None:
+            try:
+                self.token_store.flush_last_use()
+            except (OSError, TokenError) as e:
+                self.log.warning("colabremote: could not save token last-use times: %s", e)
+        if self.is_runtime:
+            remove_runtime_file()
+
+    @classmethod
+    def launch_instance(cls, argv: list[str] | None = None, **kwargs: t.Any) -> None:
+        """`jupyter colabremote serve`: start the server, refusing a non-loopback bind."""
+        args = list(sys.argv[1:] if argv is None else argv)
+        # --help, --version and --generate-config answer for this app, not the server.
+        _preparse_for_stopping_flags(cls, args)
+        serverapp = cls.initialize_server(argv=args)
+        app = serverapp._starter_app
+        if STORE_SETTING not in serverapp.web_app.settings:
+            # jupyter_server logs and skips an extension that fails to load; a runtime
+            # without its token store would refuse every request, so stop here instead.
+            serverapp.http_server.stop()
+            raise StartError("the colabremote extension failed to load (see the log above)")
+        if not is_loopback(serverapp.ip) and not app.allow_remote_bind:
+            serverapp.http_server.stop()
+            raise StartError(
+                f"refusing to listen on {serverapp.ip or 'all interfaces'}: Colab reaches the "
+                "runtime through localhost (use an SSH forward), or pass "
+                "--ColabRemoteApp.allow_remote_bind=True"
+            )
+        serverapp.start()

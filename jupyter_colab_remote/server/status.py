@@ -1,0 +1,66 @@
+"""`GET /colabremote/api/status`: what the runtime is doing, for the companion and the panel."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import typing as t
+
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from .. import __version__
+from .resources import kernel_memory, resource_stats
+
+
+def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
+    """One record per kernel: id, name, state, last activity, connections, memory."""
+    memory = kernel_memory(kernel_manager)
+    records = []
+    for kernel_id in kernel_manager.list_kernel_ids():
+        try:
+            model = kernel_manager.kernel_model(kernel_id)
+        except KeyError:  # shut down while we were listing
+            continue
+        records.append(
+            {
+                "id": kernel_id,
+                "name": model.get("name"),
+                "execution_state": model.get("execution_state"),
+                "last_activity": model.get("last_activity"),
+                "connections": model.get("connections", 0),
+                "memory_bytes": memory.get(kernel_id),
+            }
+        )
+    return records
+
+
+class StatusHandler(APIHandler):
+    """The runtime's status document."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        """Return version, uptime, kernels, open connections and resources."""
+        app = self.settings["colabremote"]
+        kernels = kernel_records(self.kernel_manager)
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "version": __version__,
+                    "started": app.started_at,
+                    "uptime_seconds": round(time.time() - app.started_at, 3),
+                    "pid": os.getpid(),
+                    "kernels": kernels,
+                    "connections": {
+                        "kernel_websockets": sum(k["connections"] for k in kernels),
+                        "http_over_websocket": app.http_over_ws_connections,
+                    },
+                    "resources": await resource_stats(
+                        self.kernel_manager, app.disk_path(), app.nvidia_smi
+                    ),
+                },
+                default=str,
+            )
+        )
