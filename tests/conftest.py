@@ -52,3 +52,12 @@ def jp_auth_header(token):
 def colab_app(jp_serverapp):
     """The loaded ColabRemoteApp instance."""
     return jp_serverapp.extension_manager.extension_apps["jupyter_colab_remote"].copy().pop()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A real `jupyter colabremote serve` subprocess on a free loopback port."""
+    from runtime_process import run_runtime
+
+    with run_runtime(tmp_path) as rt:
+        yield rt
