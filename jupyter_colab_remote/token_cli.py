@@ -30,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the token subcommand's arguments."""
     parser.add_argument(
         "--token-file",
-        help="token store to use (default: the running server's, else "
-        f"{default_token_file()})",
+        help=f"token store to use (default: the running server's, else {default_token_file()})",
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("list", help="list tokens (names and times; never the tokens)")

@@ -73,9 +73,7 @@ class TokenRecord:
 def valid_name(name: str) -> str:
     """Check a token name; names appear in URLs and tables, so keep them simple."""
     if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
-        raise TokenError(
-            f"invalid token name {name!r}: use 1-64 letters, digits, '-', '_' or '.'"
-        )
+        raise TokenError(f"invalid token name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
     return name
 
 
@@ -117,9 +115,7 @@ class TokenStore:
             raise TokenError(f"cannot read token store {self.path}: {e.strerror}") from e
         try:
             data = json.loads(raw)
-            return {
-                r["name"]: TokenRecord(**r) for r in data.get("tokens", [])
-            }
+            return {r["name"]: TokenRecord(**r) for r in data.get("tokens", [])}
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise TokenError(f"token store {self.path} is corrupt ({e}); move it aside") from e
 

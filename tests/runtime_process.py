@@ -51,7 +51,9 @@ class Runtime:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for_runtime_file(runtime_dir: Path, pid: int, proc: subprocess.Popen, deadline: float) -> dict:
+def wait_for_runtime_file(
+    runtime_dir: Path, pid: int, proc: subprocess.Popen, deadline: float
+) -> dict:
     """Wait (bounded) for the server to write its runtime file, which it does once listening."""
     path = runtime_dir / f"colabremote-{pid}.json"
     end = time.monotonic() + deadline
@@ -67,8 +69,11 @@ def wait_for_runtime_file(runtime_dir: Path, pid: int, proc: subprocess.Popen, d
 
 @contextlib.contextmanager
 def run_runtime(
-    tmp: Path, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-    create_token: bool = True, deadline: float = 60.0,
+    tmp: Path,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    create_token: bool = True,
+    deadline: float = 60.0,
 ) -> Iterator[Runtime]:
     """Start `jupyter colabremote serve` on a free loopback port; stop it by PID afterwards."""
     home = tmp / "home"
@@ -89,13 +94,23 @@ def run_runtime(
     }
     log_path = tmp / "runtime.log"
     args = [
-        sys.executable, "-m", "jupyter_colab_remote", "serve",
-        f"--port={port}", "--ip=127.0.0.1", f"--ServerApp.root_dir={root}",
-        "--allow-root", *(extra_args or []),
+        sys.executable,
+        "-m",
+        "jupyter_colab_remote",
+        "serve",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
+        "--allow-root",
+        *(extra_args or []),
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            args, env=full_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     try:

@@ -58,6 +58,7 @@ class ColabRemoteApp(ExtensionApp):
     def _default_default_url(self) -> str:
         # Opening the runtime's URL in a browser lands in JupyterLab when it is installed.
         return "/lab" if importlib.util.find_spec("jupyterlab") else self.extension_url
+
     load_other_extensions = True
     serverapp_config = COLAB_SERVER_CONFIG
 

@@ -20,5 +20,5 @@ class NoDelayKernelWebsocketHandler(KernelWebsocketHandler):
 
 
 KERNEL_WS_HANDLERS = [
-    (r"/api/kernels/%s/channels" % _kernel_id_regex, NoDelayKernelWebsocketHandler),
+    (rf"/api/kernels/{_kernel_id_regex}/channels", NoDelayKernelWebsocketHandler),
 ]

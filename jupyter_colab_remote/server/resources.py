@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import os
 import shutil
+import signal
 import typing as t
 
 import psutil
@@ -56,13 +59,16 @@ async def gpu_stats(nvidia_smi: str = "nvidia-smi") -> list[dict[str, t.Any]]:
             "--format=csv,nounits,noheader",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            # Its own process group, so a wrapper script's children die with it too.
+            start_new_session=True,
         )
     except OSError:
         return []
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), NVIDIA_SMI_DEADLINE)
     except asyncio.TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         return []
     if proc.returncode != 0:
