@@ -101,7 +101,6 @@ def run_runtime(
         f"--port={port}",
         "--ip=127.0.0.1",
         f"--ServerApp.root_dir={root}",
-        "--allow-root",
         *(extra_args or []),
     ]
     with open(log_path, "wb") as log:

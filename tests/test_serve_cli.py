@@ -70,7 +70,6 @@ def test_first_start_prints_a_working_url_once(tmp_path):
         "jupyter_colab_remote",
         "serve",
         f"--port={port}",
-        "--allow-root",
         f"--ServerApp.root_dir={tmp_path}",
     ]
     with open(out, "w") as o, open(err, "w") as e:
@@ -146,7 +145,6 @@ def test_non_loopback_bind_is_refused(tmp_path):
         "serve",
         "--ip=0.0.0.0",
         f"--port={free_port()}",
-        "--allow-root",
         env={"JUPYTER_RUNTIME_DIR": str(tmp_path), "JUPYTER_DATA_DIR": str(tmp_path)},
     )
     assert r.returncode == 2

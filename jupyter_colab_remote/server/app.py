@@ -30,6 +30,9 @@ COLAB_SERVER_CONFIG: dict[str, t.Any] = {
     "allow_credentials": True,
     "port_retries": 0,
     "open_browser": False,
+    # GPU servers and Colab's own image commonly run as root; the runtime never opens a
+    # browser, binds loopback only and requires a 256-bit token, so root is not refused.
+    "allow_root": True,
 }
 
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine (as root), then run them.
+# Usage: bash tests/run.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(chromium chromium-driver)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv=${VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  echo "== creating $venv"
+  python3 -m venv "$venv"
+fi
+echo "== pip install -e .[test]"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$venv/bin/python" -m pip install -q -e '.[test]'
+export PATH="$PWD/$venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+
+echo "== pytest"
+set +e
+python -m pytest -p no:cacheprovider -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"
