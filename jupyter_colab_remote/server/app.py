@@ -14,6 +14,7 @@ from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import __version__
 from ..tokens import TokenError, TokenStore, default_token_file
+from . import log_scrub
 from .colab_handlers import COLAB_HANDLERS
 from .identity import POLICY_SETTING, STORE_SETTING, TokenStoreIdentityProvider
 from .kernel_ws import KERNEL_WS_HANDLERS
@@ -75,6 +76,12 @@ class ColabRemoteApp(ExtensionApp):
     def _default_token_file(self) -> str:
         return str(default_token_file())
 
+    profile = Unicode(
+        "default",
+        config=True,
+        help="Name of this runtime, so one user can keep several (the companion re-attaches "
+        "to the runtime of the profile it asks for).",
+    )
     allowed_origin_pattern = Unicode(
         COLAB_ORIGIN_PATTERN,
         config=True,
@@ -141,6 +148,8 @@ class ColabRemoteApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         """Open the token store, install the origin policy, and configure culling."""
+        # Tornado's error logs print raw request URIs, token included: mask it everywhere.
+        log_scrub.install(self.serverapp.log, self.log)
         self.token_store = TokenStore(self.token_file)
         self.settings[STORE_SETTING] = self.token_store
         if self.colab_policy_active():
@@ -180,6 +189,7 @@ class ColabRemoteApp(ExtensionApp):
         sa = self.serverapp
         return {
             "pid": os.getpid(),
+            "profile": self.profile,
             "version": __version__,
             "ip": sa.ip,
             "port": sa.port,

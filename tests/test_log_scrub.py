@@ -1,0 +1,29 @@
+"""Tokens are masked in every log line, whichever logger writes it."""
+
+from __future__ import annotations
+
+import logging
+
+from jupyter_colab_remote.server.log_scrub import install, scrub
+
+TOKEN = "ab" * 32
+
+
+def test_scrub_masks_query_and_header_tokens():
+    """URLs and Authorization headers lose the secret but keep the rest for debugging."""
+    assert scrub(f"GET /api/kernels?token={TOKEN}&x=1") == "GET /api/kernels?token=[secret]&x=1"
+    assert scrub(f"ws://h/api/k/c?session_id=s&token={TOKEN}") == (
+        "ws://h/api/k/c?session_id=s&token=[secret]"
+    )
+    assert scrub(f"Authorization: token {TOKEN}") == "Authorization: token [secret]"
+    assert scrub(f"Authorization: Bearer {TOKEN}") == "Authorization: Bearer [secret]"
+    assert scrub("GET /api/kernels 200") == "GET /api/kernels 200"
+
+
+def test_filter_rewrites_tornado_error_records(caplog):
+    """tornado.general logs raw URIs on errors: the filter masks them before any handler."""
+    install()
+    with caplog.at_level(logging.WARNING, logger="tornado.general"):
+        logging.getLogger("tornado.general").warning("403 POST %s (127.0.0.1)", f"/x?token={TOKEN}")
+    assert TOKEN not in caplog.text
+    assert "token=[secret]" in caplog.text
