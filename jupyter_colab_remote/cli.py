@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing as t
 
 from . import __version__
 
@@ -13,6 +14,11 @@ Commands:
   serve     run this machine as a Colab local runtime in the foreground
             (jupyter_server options apply, e.g. --port=9000; see serve --help)
   token     manage the runtime's tokens: list | new NAME | rotate NAME | revoke NAME
+  start     [user@]host: run the runtime there, forward a local port, print Colab's URL,
+            and keep the tunnel healthy (no host: this machine becomes the runtime)
+  stop      stop a runtime, its kernels and its tunnel
+  status    tunnels from this machine, and a host's runtimes
+  url       print a connection's Colab URL again
 
 Options:
   -h, --help     show this help
@@ -41,11 +47,35 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": serve_main, "token": token_main}
+def remote_main(argv: list[str]) -> int:
+    """The `remote` subcommand: the companion's agent on the remote host (internal)."""
+    from .server.remote_agent import main as agent_main
+
+    return agent_main(argv)
+
+
+def companion_main(command: str) -> t.Callable[[list[str]], int]:
+    """The companion's commands (start, stop, status, url)."""
+
+    def run_companion(argv: list[str]) -> int:
+        from .companion.cli import main as companion
+
+        return companion([command, *argv])
+
+    return run_companion
+
+
+COMMANDS = {
+    "serve": serve_main,
+    "token": token_main,
+    "remote": remote_main,
+    **{c: companion_main(c) for c in ("start", "stop", "status", "url")},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; expected failures print one line and exit non-zero."""
+    from .companion.errors import CompanionError
     from .server.app import StartError
     from .tokens import TokenError
 
@@ -64,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, TokenError, StartError) as e:
         print(f"jupyter colabremote: error: {e}", file=sys.stderr)
         return 2
+    except CompanionError as e:
+        print(f"jupyter colabremote: error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
 

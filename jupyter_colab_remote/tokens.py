@@ -232,6 +232,19 @@ class TokenStore:
             self._write_file(records)
         return secret
 
+    def put(self, name: str, secret: str) -> None:
+        """Store `secret` under `name`, creating or replacing it (the companion's token)."""
+        valid_name(name)
+        if len(secret) < 2 * TOKEN_BYTES:
+            raise TokenError("a supplied token must have at least 256 bits (64 hex digits)")
+        with self._locked():
+            records = self._read_file()
+            old = records.get(name)
+            if old is not None and hmac.compare_digest(old.hash, hash_token(secret)):
+                return
+            records[name] = TokenRecord(name=name, hash=hash_token(secret), created=time.time())
+            self._write_file(records)
+
     def revoke(self, name: str) -> None:
         """Delete the named token; requests using it fail from the next one on."""
         with self._locked():

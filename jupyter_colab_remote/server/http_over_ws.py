@@ -1,3 +1,590 @@
-"""The http-over-websocket protocol (placeholder while it is being written)."""
+"""The http-over-websocket protocol, wire-compatible with jupyter_http_over_ws 0.0.7.
 
-HTTP_OVER_WS_HANDLERS: list = []
+Colab's page cannot call a local runtime's REST API directly (mixed content, private network
+access), so it tunnels requests through WebSockets:
+
+- `/http_over_websocket`: JSON request frames in, JSON response frames (base64 body chunks)
+  out, correlated by `message_id`;
+- `/http_over_websocket/diagnose`: version and cookie diagnostics for Colab's error messages;
+- `/http_over_websocket/proxied_ws/<path>`: a WebSocket relayed to `<path>` on this server
+  (the kernel channels).
+
+Requests are replayed against this same server over loopback, authenticated with the token
+that authenticated the WebSocket, so every proxied request passes the server's own
+authentication and authorization.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
+
+from jupyter_server.auth.decorator import allow_unauthenticated, ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import httpclient, httputil, web, websocket
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
+
+from .identity import POLICY_SETTING
+
+#: The jupyter_http_over_ws version whose protocol we speak (Colab asks for min_version 0.0.7).
+EXTENSION_VERSION = "0.0.7"
+
+#: Query parameters Colab sends when opening the sockets.
+MIN_VERSION_PARAM = "min_version"
+AUTH_URL_PARAM = "jupyter_http_over_ws_auth_url"
+
+#: Largest body slice per response frame: Colab's client parses each frame synchronously.
+MAX_CHUNK_BYTES = 64 * 1024
+
+#: Requests in flight per socket; further frames wait unread (backpressure on the client).
+MAX_CONCURRENT_REQUESTS = 16
+
+#: Close code for a refused min_version (the original sent 400, which is not a valid code).
+CLOSE_BAD_VERSION = 4400
+
+#: Proxied requests may legitimately be slow (a kernel start, a large save).
+PROXY_CONNECT_TIMEOUT = 30.0
+PROXY_REQUEST_TIMEOUT = 600.0
+
+#: Bodies are streamed in chunks, so this only caps a single download's total size.
+MAX_PROXIED_BODY = 16 * 1024**3
+
+#: Kernel messages (images, large outputs) may exceed tornado's 10 MiB default.
+MAX_UPSTREAM_WS_MESSAGE = 1024**3
+
+UNCAUGHT_ERROR_TEXT = "Uncaught server-side exception. Check logs for additional details."
+REQUIRED_KEYS = ("message_id", "method", "path")
+
+_CLIENT_SETTING = "colabremote_http_over_ws_client"
+_PROXIED_WS_MARKER = "/http_over_websocket/proxied_ws/"
+_STRICT_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:([ab])(\d+))?")
+_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+#: Characters left as they are when quoting a path: URL syntax and existing escapes.
+_PATH_SAFE = "/?&=%:@!$'()*+,;~#[]"
+_JSON_START = re.compile(rb"\s*[\[{]")
+
+
+# -- versions ------------------------------------------------------------------
+def parse_version(text: str) -> tuple[int, int, int, str, int] | None:
+    """Parse a distutils StrictVersion string ("0.0.7", "0.0.1a2"); None if malformed."""
+    m = _STRICT_VERSION.fullmatch(text)
+    if m is None:
+        return None
+    major, minor, patch, pre, pre_number = m.groups()
+    # A final release sorts after its a/b pre-releases, as in StrictVersion.
+    return (int(major), int(minor), int(patch or 0), pre or "~", int(pre_number or 0))
+
+
+def min_version_problem(min_version: str | None) -> str | None:
+    """Why a client's `min_version` is refused ("unparsable", "outdated"), or None."""
+    if min_version is None:
+        return None
+    parsed = parse_version(min_version)
+    if parsed is None:
+        return "unparsable"
+    if parsed > t.cast(tuple, parse_version(EXTENSION_VERSION)):
+        return "outdated"
+    return None
+
+
+# -- frames --------------------------------------------------------------------
+def error_frame(status: int, text: str, message_id: t.Any = None) -> dict[str, t.Any]:
+    """A protocol error frame; it ends the exchange for `message_id` if one is given."""
+    frame: dict[str, t.Any] = {"done": True, "status": status, "statusText": text}
+    if message_id is not None:
+        frame["message_id"] = message_id
+    return frame
+
+
+class ProtocolError(Exception):
+    """A request frame that cannot be served; carries the error frame to send back."""
+
+    def __init__(self, text: str, message_id: t.Any = None, status: int = 400) -> None:
+        super().__init__(text)
+        self.frame = error_frame(status, text, message_id)
+
+
+@dataclass
+class ProxyRequest:
+    """One request frame, validated."""
+
+    message_id: t.Any
+    method: str
+    path: str
+    body: bytes | None
+
+
+def parse_request(message: str | bytes) -> ProxyRequest:
+    """Validate a request frame; raise ProtocolError (status 400) if it is malformed."""
+    try:
+        contents = json.loads(message)
+    except ValueError as e:  # also UnicodeDecodeError from a binary frame
+        raise ProtocolError("JSON input is required.") from e
+    if not isinstance(contents, dict):
+        raise ProtocolError("JSON input is required: a request must be a JSON object.")
+    message_id = contents.get("message_id")
+    missing = [k for k in REQUIRED_KEYS if k not in contents]
+    if missing:
+        raise ProtocolError(
+            "Invalid request. The body must contain the following keys: "
+            f"{', '.join(REQUIRED_KEYS)}. Got: {', '.join(sorted(map(str, contents)))}",
+            message_id,
+        )
+    method = str(contents["method"]).upper()
+    if not _METHOD.fullmatch(method):
+        raise ProtocolError(f"Invalid request: bad method {method[:40]!r}.", message_id)
+    path = contents["path"]
+    # A path must not be able to change the host the request goes to ("@evil", "//evil").
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        raise ProtocolError("Invalid request: path must be an absolute URL path.", message_id)
+    # Spaces, controls and non-ASCII are escaped, as a browser would before sending them.
+    path = quote(path, safe=_PATH_SAFE)
+    body: bytes | None
+    if contents.get("body_base64"):
+        encoded = contents["body_base64"]
+        try:
+            # Kept as bytes: the original decoded them as UTF-8, breaking binary bodies.
+            body = base64.b64decode(encoded, validate=True)
+        except (TypeError, ValueError, binascii.Error) as e:
+            raise ProtocolError("Invalid request: body_base64 is not base64.", message_id) from e
+    else:
+        text = contents.get("body")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError("Invalid request: body must be a string.", message_id)
+        body = None if text is None else text.encode("utf-8")
+    return ProxyRequest(message_id, method, path, body)
+
+
+class ResponseEmitter:
+    """Turns one streamed HTTP response into response frames.
+
+    The first frame carries status, statusText and headers; every frame carries at most
+    MAX_CHUNK_BYTES of body; the last has "done": true. Each chunk is held back until the
+    next arrives, because only then is it known not to be the last.
+    """
+
+    def __init__(self, message_id: t.Any, send: t.Callable[[dict[str, t.Any]], None]) -> None:
+        self.message_id = message_id
+        self._send = send
+        self.status: int | None = None
+        self.reason = ""
+        self.headers = httputil.HTTPHeaders()
+        self._pending: dict[str, t.Any] | None = None
+        self.sent_frames = 0
+
+    def header_line(self, line: str) -> None:
+        """tornado's header_callback: the status line, then one header per call."""
+        if line.startswith("HTTP/"):
+            start = httputil.parse_response_start_line(line.strip())
+            self.status, self.reason = start.code, start.reason
+            self.headers = httputil.HTTPHeaders()
+        elif line.strip():
+            self.headers.parse_line(line)
+
+    def _metadata(self) -> dict[str, t.Any]:
+        return {"status": self.status, "statusText": self.reason, "headers": dict(self.headers)}
+
+    def body_chunk(self, chunk: bytes) -> None:
+        """tornado's streaming_callback: queue the chunk, sending the one before it."""
+        for start in range(0, len(chunk), MAX_CHUNK_BYTES):
+            piece = chunk[start : start + MAX_CHUNK_BYTES]
+            frame: dict[str, t.Any] = {
+                "message_id": self.message_id,
+                "data": base64.b64encode(piece).decode("ascii"),
+            }
+            if self._pending is None and self.sent_frames == 0:
+                frame.update(self._metadata())
+            else:
+                self._flush(done=False)
+            self._pending = frame
+
+    def _flush(self, done: bool) -> None:
+        if self._pending is not None:
+            self._pending["done"] = done
+            self._send(self._pending)
+            self._pending = None
+            self.sent_frames += 1
+
+    def finish(self) -> None:
+        """Send the last frame; an empty body gives one frame without "data"."""
+        if self._pending is None and self.sent_frames == 0:
+            self._pending = {"message_id": self.message_id, **self._metadata()}
+        self._flush(done=True)
+
+
+# -- where this server is --------------------------------------------------------
+def loopback_base(serverapp: t.Any) -> tuple[str, str]:
+    """(http scheme, "host:port") at which this process's own server can be reached."""
+    ip = (serverapp.ip or "").strip("[]")
+    if ip in ("", "0.0.0.0", "*", "localhost"):
+        host = "127.0.0.1"
+    elif ip == "::":
+        host = "[::1]"
+    else:
+        try:
+            host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+        except ValueError:  # a host name
+            host = ip
+    scheme = "https" if getattr(serverapp, "certfile", "") else "http"
+    return scheme, f"{host}:{serverapp.port}"
+
+
+def http_client(settings: dict[str, t.Any]) -> httpclient.AsyncHTTPClient:
+    """The client for proxied requests: one per web application, with a streaming-size cap."""
+    client = settings.get(_CLIENT_SETTING)
+    if client is None:
+        # simple_httpclient explicitly: its 64 KiB read chunks and streaming semantics are
+        # what the framing relies on, whatever AsyncHTTPClient is configured to.
+        client = SimpleAsyncHTTPClient(
+            force_instance=True, max_clients=64, max_body_size=MAX_PROXIED_BODY
+        )
+        settings[_CLIENT_SETTING] = client
+    return client
+
+
+def token_from_auth_url(auth_url: str) -> str | None:
+    """The `token` query parameter of Colab's auth URL, if it is an http(s) URL."""
+    try:
+        parts = urlsplit(auth_url)
+    except ValueError:
+        return None
+    # Only the scheme is checked: behind an SSH forward the URL names the local end of the
+    # tunnel (localhost:9000) while this server sees its own port, so host:port may differ.
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    tokens = parse_qs(parts.query).get("token")
+    return tokens[0] if tokens else None
+
+
+def sendable_close(code: int | None, reason: str | None) -> tuple[int | None, str | None]:
+    """A close code and reason that may be sent on the wire (1005/1006/1015 may not)."""
+    if code is None:
+        return None, None
+    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code, reason
+    return 1011, reason
+
+
+# -- handlers --------------------------------------------------------------------
+class ColabWebSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+    """Shared base: Jupyter authentication, the origin policy, the tunnel's token."""
+
+    #: The token the socket was authenticated with; proxied requests reuse it.
+    auth_token: str | None = None
+    _counted = False
+
+    def set_default_headers(self) -> None:
+        """Skip JupyterHandler's page headers, which mean nothing on a WebSocket."""
+
+    def get_compression_options(self) -> dict[str, t.Any] | None:  # type: ignore[override]
+        """Compress as the kernel WebSocket does."""
+        return self.settings.get("websocket_compression_options", None)
+
+    def check_origin(self, origin: str | None = None) -> bool:
+        """Apply the runtime's origin policy (including extra origins) when it is active."""
+        policy = self.settings.get(POLICY_SETTING)
+        if policy is None:
+            return bool(super().check_origin(origin))
+        if origin is None:
+            origin = self.request.headers.get("Origin")
+        return bool(policy.allows(origin, self.request.host))
+
+    async def prepare(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Authenticate, accepting the token inside Colab's auth URL as a fallback."""
+        if not self.identity_provider.get_token(self):
+            token = token_from_auth_url(self.get_argument(AUTH_URL_PARAM, ""))
+            if token:
+                # Colab puts the token only in the auth URL; present it as a header so the
+                # identity provider checks it like any other token.
+                self.request.headers["Authorization"] = f"token {token}"
+        result = super().prepare(*args, **kwargs)
+        if result is not None:
+            await result
+        if self.current_user is not None and self.token_authenticated:
+            self.auth_token = self.identity_provider.get_token(self) or None
+
+    def upstream_headers(self) -> dict[str, str]:
+        """Credentials for requests made on the client's behalf to this server."""
+        if self.auth_token:
+            return {"Authorization": f"token {self.auth_token}"}
+        # Authenticated by a login cookie (no token known): forward it with its XSRF pair.
+        headers = {}
+        if cookie := self.request.headers.get("Cookie"):
+            headers["Cookie"] = cookie
+        if xsrf := self.get_cookie("_xsrf"):
+            headers["X-XSRFToken"] = xsrf
+        return headers
+
+    def send_frame(self, frame: dict[str, t.Any]) -> None:
+        """Send a JSON frame; a socket closed meanwhile just drops it."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        try:
+            self.write_message(json.dumps(frame))
+        except websocket.WebSocketClosedError:
+            pass
+
+    def count_connection(self, delta: int) -> None:
+        """Keep ColabRemoteApp.http_over_ws_connections (shown by the status API) current."""
+        if delta > 0 and self._counted or delta < 0 and not self._counted:
+            return
+        self._counted = delta > 0
+        app = self.settings.get("colabremote")
+        if app is not None:
+            app.http_over_ws_connections += delta
+
+
+class HttpOverWebSocketHandler(ColabWebSocketHandler):
+    """`/http_over_websocket`: HTTP requests to this server, tunnelled as JSON frames."""
+
+    def initialize(self) -> None:
+        """Per-socket state: in-flight requests and the concurrency bound."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._closed = False
+
+    @ws_authenticated
+    async def get(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Accept the WebSocket (authentication is checked first)."""
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Refuse an unsupported min_version; otherwise start serving."""
+        super().open(*args, **kwargs)
+        min_version = self.get_argument(MIN_VERSION_PARAM, None)
+        problem = min_version_problem(min_version)
+        if problem == "unparsable":
+            self._closed = True
+            self.close(CLOSE_BAD_VERSION, f'Invalid "min_version" provided: {min_version[:40]}')
+            return
+        if problem == "outdated":
+            reason = (
+                f"Requested version ({min_version[:20]}) > Current version "
+                f"({EXTENSION_VERSION}). Please upgrade this package."
+            )
+            self.log.error("Rejecting connection: %s", reason)
+            self._closed = True
+            self.close(CLOSE_BAD_VERSION, reason)
+            return
+        self.set_nodelay(True)
+        self.count_connection(+1)
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Start serving one request frame; wait (unread) while too many are in flight."""
+        if self._closed:
+            return
+        await self._slots.acquire()
+        if self._closed:
+            self._slots.release()
+            return
+        task = asyncio.ensure_future(self._serve(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    def on_close(self) -> None:
+        """Abandon in-flight requests and update the connection count."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self.count_connection(-1)
+
+    async def _serve(self, message: str | bytes) -> None:
+        try:
+            request = parse_request(message)
+        except ProtocolError as e:
+            self.log.debug("http_over_websocket: refused frame: %s", e)
+            self.send_frame(e.frame)
+            return
+        emitter = ResponseEmitter(request.message_id, self.send_frame)
+        try:
+            await self._fetch(request, emitter)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception(
+                "Uncaught error when proxying request %s %s", request.method, request.path
+            )
+            self.send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, request.message_id))
+            return
+        emitter.finish()
+
+    def _url(self, path: str) -> str:
+        scheme, netloc = loopback_base(self.serverapp)
+        base_url = self.base_url
+        # Colab sends paths from the server root; a path that already carries base_url
+        # (a client that knows it) is kept as is.
+        if not path.startswith(base_url):
+            path = base_url.rstrip("/") + path
+        return f"{scheme}://{netloc}{path}"
+
+    async def _fetch(self, request: ProxyRequest, emitter: ResponseEmitter) -> None:
+        headers = self.upstream_headers()
+        if request.body is not None:
+            # An explicit type, else tornado labels a POST form-urlencoded and the server
+            # would parse a JSON body as form arguments (where a "token" could hide).
+            is_json = _JSON_START.match(request.body) is not None
+            headers["Content-Type"] = "application/json" if is_json else "application/octet-stream"
+        proxied = httpclient.HTTPRequest(
+            url=self._url(request.path),
+            method=request.method,
+            headers=headers,
+            body=request.body,
+            header_callback=emitter.header_line,
+            streaming_callback=emitter.body_chunk,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            # Relay the body as the server sends it; no compression to undo on the loopback.
+            decompress_response=False,
+            # Our own listening address: there is nothing to authenticate.
+            validate_cert=False,
+            connect_timeout=PROXY_CONNECT_TIMEOUT,
+            request_timeout=PROXY_REQUEST_TIMEOUT,
+        )
+        # HTTP errors (404, 500) come back as responses; anything else raises.
+        response = await http_client(self.settings).fetch(proxied, raise_error=False)
+        if emitter.status is None:
+            emitter.status, emitter.reason = response.code, response.reason or ""
+
+
+class DiagnoseHandler(ColabWebSocketHandler):
+    """`/http_over_websocket/diagnose`: what Colab shows when it cannot connect.
+
+    Unauthenticated, as in the original: Colab opens it after a failed connection to tell an
+    outdated extension from a missing login. It reveals only the protocol version, and the
+    origin policy still applies.
+    """
+
+    @allow_unauthenticated
+    async def get(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Accept the WebSocket from any allowed origin."""
+        await super().get(*args, **kwargs)
+
+    def on_message(self, message: str | bytes) -> None:
+        """Answer each message with the diagnostics, echoing it as the message_id."""
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        problem = min_version_problem(self.get_argument(MIN_VERSION_PARAM, None))
+        self.send_frame(
+            {
+                "message_id": message,
+                "extension_version": EXTENSION_VERSION,
+                "has_authentication_cookie": bool(self.get_cookie("_xsrf")),
+                "is_outdated_extension": problem == "outdated",
+            }
+        )
+
+
+class ProxiedWebSocketHandler(ColabWebSocketHandler):
+    """`/http_over_websocket/proxied_ws/<path>`: a WebSocket relayed to `<path>` here."""
+
+    _upstream: websocket.WebSocketClientConnection | None = None
+    _relay: asyncio.Future[None] | None = None
+
+    def _upstream_url(self) -> str:
+        raw_path = self.request.path  # still percent-encoded, unlike the captured group
+        rest = raw_path[raw_path.index(_PROXIED_WS_MARKER) + len(_PROXIED_WS_MARKER) :]
+        # Our own parameters stay here; the rest (session_id...) goes upstream.
+        query = [
+            (k, v)
+            for k, v in parse_qsl(self.request.query, keep_blank_values=True)
+            if k not in ("token", AUTH_URL_PARAM)
+        ]
+        scheme, netloc = loopback_base(self.serverapp)
+        url = f"{'wss' if scheme == 'https' else 'ws'}://{netloc}{self.base_url}{rest}"
+        return f"{url}?{urlencode(query)}" if query else url
+
+    @ws_authenticated
+    async def get(self, path: str) -> None:
+        """Connect upstream first, so a refusal there (404, 403) refuses this handshake."""
+        if path.startswith("http_over_websocket"):
+            raise web.HTTPError(400, "refusing to proxy the proxy")
+        header = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        subprotocols = [s.strip() for s in header.split(",") if s.strip()]
+        request = httpclient.HTTPRequest(
+            self._upstream_url(),
+            headers=self.upstream_headers(),
+            validate_cert=False,
+            connect_timeout=PROXY_CONNECT_TIMEOUT,
+            request_timeout=PROXY_REQUEST_TIMEOUT,
+        )
+        try:
+            self._upstream = await websocket.websocket_connect(
+                request,
+                subprotocols=subprotocols or None,
+                max_message_size=MAX_UPSTREAM_WS_MESSAGE,
+            )
+        except httpclient.HTTPClientError as e:
+            code = e.code if 400 <= e.code < 599 else 502
+            raise web.HTTPError(code, "proxied WebSocket refused: %s", e) from e
+        except Exception as e:
+            self.log.exception("Uncaught error when proxying WebSocket to %s", path)
+            raise web.HTTPError(502, "proxied WebSocket failed") from e
+        try:
+            await super().get(path)
+        finally:
+            if self._relay is None:  # our handshake failed: drop the upstream too
+                self._upstream.close()
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """Agree on the subprotocol the upstream chose (e.g. the kernel's v1 protocol)."""
+        chosen = self._upstream.selected_subprotocol if self._upstream else None
+        return chosen if chosen in subprotocols else None
+
+    def open(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Turn off Nagle on both legs and start relaying upstream frames."""
+        super().open()
+        self.set_nodelay(True)
+        assert self._upstream is not None
+        stream = getattr(self._upstream.protocol, "stream", None)
+        if stream is not None:
+            stream.set_nodelay(True)
+        self.count_connection(+1)
+        self._relay = asyncio.ensure_future(self._relay_upstream(self._upstream))
+
+    async def _relay_upstream(self, upstream: websocket.WebSocketClientConnection) -> None:
+        while True:
+            message = await upstream.read_message()
+            if message is None:
+                break
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except websocket.WebSocketClosedError:
+                return
+        self.close(*sendable_close(upstream.close_code, upstream.close_reason))
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Forward a client frame upstream, text or binary as received."""
+        if self._upstream is None:
+            return
+        try:
+            await self._upstream.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
+            pass  # the relay closes this socket with the upstream's code
+
+    def on_close(self) -> None:
+        """Close upstream with the client's code."""
+        self.count_connection(-1)
+        if self._upstream is not None:
+            self._upstream.close(*sendable_close(self.close_code, self.close_reason))
+        if self._relay is not None and not self._relay.done():
+            self._relay.cancel()
+
+
+#: (path regex under base_url, handler) pairs, added by ColabRemoteApp.initialize_handlers.
+HTTP_OVER_WS_HANDLERS: list[tuple[str, type[web.RequestHandler]]] = [
+    (r"/http_over_websocket", HttpOverWebSocketHandler),
+    (r"/http_over_websocket/diagnose", DiagnoseHandler),
+    (r"/http_over_websocket/proxied_ws/(.+)", ProxiedWebSocketHandler),
+]

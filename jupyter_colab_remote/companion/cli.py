@@ -1,0 +1,262 @@
+"""`jupyter colabremote start|stop|status|url`: the companion's commands."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import time
+import typing as t
+
+import psutil
+
+from . import state
+from .errors import CompanionError
+from .remote import RemoteAgent, python_command
+from .session import Session, StartOptions, colab_url, open_colab, parse_env_file, start_local
+from .ssh_connect import ConnectOptions, connect
+from .ssh_target import resolve
+from .ui import UI
+
+
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that talks to a host."""
+    p.add_argument(
+        "--profile", default="default", help="runtime name on the host (default: default)"
+    )
+    p.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="trust an unknown SSH host key and save it to known_hosts (trust on first use)",
+    )
+    g = p.add_argument_group("remote interpreter (default: the --install venv, else python3)")
+    g.add_argument("--remote-python", metavar="PATH", help="python executable on the host")
+    g.add_argument("--remote-venv", metavar="DIR", help="virtual environment on the host")
+    g.add_argument("--remote-conda", metavar="ENV", help="conda/mamba environment name")
+    g.add_argument("--remote-uv", action="store_true", help="run through `uv run`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the companion commands."""
+    parser = argparse.ArgumentParser(prog="jupyter colabremote")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("start", help="connect a host (or this machine) as a Colab runtime")
+    p.add_argument("host", nargs="?", help="[user@]host[:port] or a ~/.ssh/config alias")
+    p.add_argument("--port", type=int, default=9000, help="local port for Colab (default 9000)")
+    add_connection_arguments(p)
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="install jupyter-colab-remote on the host (private venv) if missing",
+    )
+    p.add_argument("--wheel", help="with --install: upload this wheel instead of using an index")
+    p.add_argument("--workdir", help="directory on the host that becomes the runtime's root")
+    p.add_argument("--env-file", help="KEY=VALUE file: variables for the runtime's kernels")
+    p.add_argument("--json", action="store_true", help="print a JSON record instead of the URL")
+    p.add_argument("--open", action="store_true", help="open Colab in the browser")
+    p.add_argument(
+        "--stop-on-exit",
+        action="store_true",
+        help="stop the remote runtime and its kernels when this command exits",
+    )
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="stop retrying after this long without a connection (default a day)",
+    )
+
+    p = sub.add_parser("stop", help="stop a runtime, its kernels and its tunnel")
+    p.add_argument("host", nargs="?", help="[user@]host[:port]; none: this machine's runtime")
+    add_connection_arguments(p)
+
+    p = sub.add_parser("status", help="show tunnels, runtimes and kernels")
+    p.add_argument("host", nargs="?")
+    add_connection_arguments(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("url", help="print the Colab URL of a connection again")
+    p.add_argument("host", nargs="?")
+    p.add_argument("--profile", default="default")
+    return parser
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """`start`: print the URL once verified, then keep the tunnel up until Ctrl-C."""
+    if not 0 < args.port < 65536:
+        raise CompanionError(f"invalid --port {args.port}")
+    opts = StartOptions(
+        host=args.host,
+        port=args.port,
+        profile=args.profile,
+        accept_new_host_key=args.accept_new_host_key,
+        remote_python=args.remote_python,
+        remote_venv=args.remote_venv,
+        remote_conda=args.remote_conda,
+        remote_uv=args.remote_uv,
+        install=args.install,
+        wheel=args.wheel,
+        workdir=args.workdir,
+        env=parse_env_file(args.env_file) if args.env_file else {},
+        json=args.json,
+        open_browser=args.open,
+        stop_on_exit=args.stop_on_exit,
+        give_up_after=args.give_up_after,
+    )
+    ui = UI()
+    if not opts.host:
+        record = start_local(opts, ui)
+        _print_record(record, opts.json)
+        return 0
+    session = Session(opts, ui)
+    # SIGTERM (from `stop`) ends the run like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: session.stop_event.set())
+    try:
+        record = session.start()
+        _print_record(record, opts.json)
+        if opts.open_browser:
+            open_colab()
+        ui.info("Tunnel up; Ctrl-C closes it (the runtime and its kernels keep running).")
+        try:
+            session.supervise()
+        except KeyboardInterrupt:
+            pass
+        if opts.stop_on_exit:
+            session.stop_remote()
+            ui.info("stopped the remote runtime")
+    finally:
+        session.close()
+        rec = state.load(opts.host, opts.profile)
+        if rec and rec.get("companion_pid") == os.getpid():
+            state.update(opts.host, opts.profile, companion_pid=None)
+    return 0
+
+
+def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record), flush=True)
+        return
+    port = record["local_port"]
+    token = record["url"].rsplit("=", 1)[1]
+    print(
+        "\n  Colab -> Connect -> Connect to a local runtime, Backend URL:\n\n"
+        f"    {record['url']}\n\n"
+        f"  VS Code -> Select Kernel -> Existing Jupyter Server: "
+        f"http://localhost:{port}/?token={token}\n"
+        f"  ({'re-attached to the running runtime' if record['reattached'] else 'new runtime'}"
+        f", remote pid {record['remote_pid']})\n",
+        flush=True,
+    )
+
+
+def _agent(args: argparse.Namespace) -> RemoteAgent:
+    target = resolve(args.host)
+    conn = connect(target, ConnectOptions(accept_new_host_key=args.accept_new_host_key))
+    return RemoteAgent(
+        conn,
+        python_command(args.remote_python, args.remote_venv, args.remote_conda, args.remote_uv),
+    )
+
+
+def _stop_companion(record: dict[str, t.Any] | None) -> bool:
+    """End the local companion of a connection (frees its port); True if one ran."""
+    if not record or not state.companion_alive(record):
+        return False
+    proc = psutil.Process(int(record["companion_pid"]))
+    with contextlib.suppress(psutil.Error):
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except psutil.TimeoutExpired:
+            proc.kill()
+    return True
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """`stop`: the runtime, its kernels, and the local tunnel; nothing left running."""
+    key = args.host or "local"
+    record = state.load(key, args.profile)
+    tunnel = _stop_companion(record)
+    if args.host:
+        agent = _agent(args)
+        try:
+            result = agent.call("stop", {"profile": args.profile})
+        finally:
+            agent.conn.close()
+    else:
+        from ..server import remote_agent
+
+        result = remote_agent.stop({"profile": args.profile})
+    if result.get("stopped"):
+        print(
+            f"stopped the runtime on {args.host or 'this machine'} "
+            f"(pid {result['pid']}, {result['processes']} processes)"
+            + ("; tunnel closed" if tunnel else "")
+        )
+    else:
+        print(
+            f"no runtime was running on {args.host or 'this machine'}"
+            + ("; tunnel closed" if tunnel else "")
+        )
+    return 0
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    """`url`: the URL again (from this machine's record)."""
+    record = state.load(args.host or "local", args.profile)
+    if not record or not record.get("token"):
+        raise CompanionError(f"no connection to {args.host or 'this machine'} yet; run start")
+    print(colab_url(record["local_port"], record["token"]))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`status`: tunnels from this machine, and the host's runtimes when one is named."""
+    out: dict[str, t.Any] = {"tunnels": []}
+    for rec in state.all_records():
+        if args.host and rec.get("host") != args.host:
+            continue
+        out["tunnels"].append(
+            {
+                "host": rec.get("host") or "this machine",
+                "profile": rec.get("profile"),
+                "local_port": rec.get("local_port"),
+                "companion_running": state.companion_alive(rec) if rec.get("host") else None,
+            }
+        )
+    if args.host:
+        agent = _agent(args)
+        try:
+            out["runtimes"] = agent.call("status")["runtimes"]
+        finally:
+            agent.conn.close()
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for tun in out["tunnels"]:
+        running = {True: "tunnel up", False: "tunnel down", None: "local"}[tun["companion_running"]]
+        print(
+            f"{tun['host']:30} profile={tun['profile']:10} localhost:{tun['local_port']}  {running}"
+        )
+    for rt in out.get("runtimes", []):
+        age = time.time() - float(rt.get("started", time.time()))
+        print(
+            f"  runtime profile={rt.get('profile')} pid={rt['pid']} port={rt['port']} "
+            f"up {age / 60:.0f} min, root {rt.get('root_dir')}"
+        )
+    if not out["tunnels"] and not out.get("runtimes"):
+        print("no connections")
+    return 0
+
+
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "url": cmd_url}
+
+
+def main(argv: list[str]) -> int:
+    """Parse and run one companion command."""
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)

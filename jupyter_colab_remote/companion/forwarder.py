@@ -1,0 +1,181 @@
+"""The local port forward: 127.0.0.1:PORT -> the runtime, kept listening across reconnects."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import select
+import socket
+import threading
+import typing as t
+
+import paramiko
+import psutil
+
+from .errors import CompanionError
+
+#: 256 KiB reads: 10x less CPU than paramiko's demo (1 KiB), measured here.
+READ_SIZE = 256 * 1024
+#: How long a new local connection waits for a link that is being re-established.
+LINK_WAIT_SECONDS = 30.0
+
+log = logging.getLogger("jupyter_colab_remote.companion")
+
+
+def port_owner(port: int) -> str:
+    """Who listens on a local port, if we can tell (for the error message)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    with contextlib.suppress(psutil.Error):
+                        p = psutil.Process(conn.pid)
+                        return f" (by {p.name()}, pid {conn.pid})"
+    return ""
+
+
+def bind_local(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """Listen on host:port, with a one-line error naming the fix when the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise CompanionError(
+                f"local port {port} is already in use{port_owner(port)}; pick another with "
+                "--port, or stop what uses it (jupyter colabremote stop HOST)",
+                exit_code=6,
+            ) from e
+        raise CompanionError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(128)
+    return sock
+
+
+class Link:
+    """The current SSH transport and remote port, swappable when the tunnel heals."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._transport: paramiko.Transport | None = None
+        self._remote: tuple[str, int] | None = None
+
+    def set(self, transport: paramiko.Transport | None, remote: tuple[str, int] | None) -> None:
+        """Install a new transport (or None while down) and wake waiting connections."""
+        with self._cond:
+            self._transport, self._remote = transport, remote
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> tuple[paramiko.Transport, tuple[str, int]] | None:
+        """The live transport and target, waiting up to `timeout` while the link heals."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._transport is not None and self._transport.is_active(), timeout
+            )
+            if not ok or self._remote is None:
+                return None
+            return t.cast(paramiko.Transport, self._transport), self._remote
+
+
+class Forwarder:
+    """Accepts local connections and relays each over a direct-tcpip channel."""
+
+    def __init__(self, port: int, link: Link) -> None:
+        self.link = link
+        self.listener = bind_local(port)
+        self.port = self.listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.active = 0
+        self.total = 0
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="forward-accept", daemon=True
+        )
+
+    def start(self) -> Forwarder:
+        """Start accepting."""
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop accepting and close every relayed connection."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.close()
+        self._thread.join(5)
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self.listener], [], [], 0.5)
+                if not ready:
+                    continue
+                client, peer = self.listener.accept()
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(
+                target=self._serve, args=(client, peer), name="forward-conn", daemon=True
+            ).start()
+
+    def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        with self._lock:
+            self._conns.add(client)
+            self.active += 1
+            self.total += 1
+        chan = None
+        try:
+            link = self.link.wait(LINK_WAIT_SECONDS)
+            if link is None:
+                log.warning("dropping a local connection: the tunnel is down")
+                return
+            transport, remote = link
+            try:
+                chan = transport.open_channel("direct-tcpip", remote, peer, timeout=10)
+            except (paramiko.SSHException, OSError) as e:
+                log.warning("cannot open a channel to the runtime: %s", e)
+                return
+            self._pump(client, chan)
+        finally:
+            if chan is not None:
+                chan.close()
+            with contextlib.suppress(OSError):
+                client.close()
+            with self._lock:
+                self._conns.discard(client)
+                self.active -= 1
+
+    def _pump(self, client: socket.socket, chan: paramiko.Channel) -> None:
+        """Relay bytes both ways until either side closes."""
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([client, chan], [], [], 1.0)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                if chan.closed or not chan.get_transport().is_active():
+                    return
+                continue
+            try:
+                if client in ready:
+                    data = client.recv(READ_SIZE)
+                    if not data:
+                        return
+                    chan.sendall(data)
+                if chan in ready:
+                    data = chan.recv(READ_SIZE)
+                    if not data:
+                        return
+                    client.sendall(data)
+            except (OSError, paramiko.SSHException, EOFError):
+                return

@@ -1,0 +1,303 @@
+"""`start`: connect, start or re-attach the runtime, forward, verify, then keep it healthy."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import threading
+import time
+import typing as t
+import webbrowser
+
+import psutil
+
+from ..tokens import new_secret
+from . import state
+from .errors import AuthError, CompanionError, HostKeyError
+from .forwarder import Forwarder, Link
+from .prompts import Prompter
+from .remote import RemoteAgent, python_command
+from .ssh_connect import ConnectOptions, SSHConnection, connect
+from .ssh_target import SSHTarget, resolve
+from .ui import UI
+from .verify import verify_chain
+
+COLAB_URL = "https://colab.research.google.com/"
+#: Reconnect attempts: short connect timeouts and a capped backoff, so the tunnel is back
+#: within a few seconds of the link returning.
+RECONNECT_TIMEOUT = 3.0
+BACKOFF_START, BACKOFF_CAP = 0.5, 2.0
+
+
+@dataclasses.dataclass
+class StartOptions:
+    """Everything `start` was asked to do."""
+
+    host: str | None = None
+    port: int = 9000
+    profile: str = "default"
+    accept_new_host_key: bool = False
+    remote_python: str | None = None
+    remote_venv: str | None = None
+    remote_conda: str | None = None
+    remote_uv: bool = False
+    install: bool = False
+    wheel: str | None = None
+    workdir: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    json: bool = False
+    open_browser: bool = False
+    stop_on_exit: bool = False
+    give_up_after: float = 24 * 3600.0
+
+
+def token_name() -> str:
+    """The name this machine's token has in the remote store."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "laptop"
+    return f"companion-{host}"
+
+
+def colab_url(port: int, token: str) -> str:
+    """The URL Colab's local-runtime dialog accepts."""
+    return f"http://localhost:{port}/?token={token}"
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (comments, blank lines and `export ` allowed), as python-dotenv reads."""
+    env = {}
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as e:
+        raise CompanionError(f"cannot read env file {path}: {e.strerror}") from e
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise CompanionError(f"{path}:{n}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+class Session:
+    """One `start` run against a remote host."""
+
+    def __init__(self, opts: StartOptions, ui: UI) -> None:
+        assert opts.host
+        self.opts = opts
+        self.ui = ui
+        self.target: SSHTarget = resolve(opts.host)
+        self.prompter = Prompter()
+        self.link = Link()
+        self.conn: SSHConnection | None = None
+        self.forwarder: Forwarder | None = None
+        self.stop_event = threading.Event()
+        record = state.load(opts.host, opts.profile) or {}
+        self.token: str = record.get("token") or new_secret()
+        self.runtime: dict[str, t.Any] = {}
+
+    # -- one attach ----------------------------------------------------
+    def attach(self, quiet: bool = False) -> dict[str, t.Any]:
+        """Connect, check the remote package, start or re-attach; point the forward at it."""
+        ui = UI(quiet=True) if quiet else self.ui
+        options = ConnectOptions(
+            accept_new_host_key=self.opts.accept_new_host_key,
+            prompter=self.prompter,
+            timeout=RECONNECT_TIMEOUT if quiet else 10.0,
+        )
+        with ui.step(f"connecting to {self.target.describe()}"):
+            conn = connect(self.target, options)
+        try:
+            agent = RemoteAgent(
+                conn,
+                python_command(
+                    self.opts.remote_python,
+                    self.opts.remote_venv,
+                    self.opts.remote_conda,
+                    self.opts.remote_uv,
+                ),
+            )
+            with ui.step("checking the remote package"):
+                try:
+                    agent.check_version()
+                except CompanionError as e:
+                    if e.exit_code != 7 or not self.opts.install:
+                        raise
+                    ui.info(f"  {e}; installing...")
+                    agent.install(self.opts.wheel)
+                    agent.check_version()
+            request = {
+                "profile": self.opts.profile,
+                "token": self.token,
+                "token_name": token_name(),
+                "workdir": self.opts.workdir,
+                "env": self.opts.env,
+            }
+            with ui.step("starting or re-attaching the runtime"):
+                runtime = agent.call("ensure", request)
+        except BaseException:
+            conn.close()
+            raise
+        old, self.conn = self.conn, conn
+        if old is not None:
+            old.close()
+        self.runtime = runtime
+        self.link.set(conn.transport, ("127.0.0.1", int(runtime["port"])))
+        return runtime
+
+    # -- the whole run -------------------------------------------------
+    def start(self) -> dict[str, t.Any]:
+        """Bind the local port, attach, verify; save state; return the record printed."""
+        # Bind first: a taken port fails fast, before anything happens on the remote.
+        self.forwarder = Forwarder(self.opts.port, self.link)
+        try:
+            runtime = self.attach()
+            with self.ui.step(f"forwarding localhost:{self.forwarder.port}"):
+                self.forwarder.start()
+            with self.ui.step("verifying (status, CORS preflight, probe)"):
+                verify_chain(self.forwarder.port, self.token)
+        except BaseException:
+            self.close()
+            raise
+        me = psutil.Process()
+        record = state.update(
+            self.opts.host or "local",
+            self.opts.profile,
+            host=self.opts.host,
+            profile=self.opts.profile,
+            token=self.token,
+            local_port=self.forwarder.port,
+            remote_port=runtime["port"],
+            remote_pid=runtime["pid"],
+            companion_pid=me.pid,
+            companion_started=me.create_time(),
+        )
+        return {
+            "url": colab_url(self.forwarder.port, self.token),
+            "host": self.opts.host,
+            "profile": self.opts.profile,
+            "local_port": self.forwarder.port,
+            "remote_port": runtime["port"],
+            "remote_pid": runtime["pid"],
+            "reattached": runtime.get("reattached", False),
+            "state_file": str(state.path_for(record["host"], self.opts.profile)),
+        }
+
+    def supervise(self) -> None:
+        """Keep the tunnel up until stopped: notice a dead link and heal it."""
+        while not self.stop_event.wait(0.5):
+            if self.conn is not None and self.conn.is_active():
+                continue
+            self._heal()
+
+    def _heal(self) -> None:
+        lost = time.monotonic()
+        self.ui.event(f"connection to {self.target.describe()} lost; reconnecting")
+        self.link.set(None, None)
+        if self.conn is not None:
+            self.conn.close()
+        delay = BACKOFF_START
+        attempt = 0
+        while not self.stop_event.is_set():
+            attempt += 1
+            try:
+                self.attach(quiet=True)
+                verify_chain(
+                    self.opts.port if self.forwarder is None else self.forwarder.port, self.token
+                )
+            except (HostKeyError, AuthError):
+                raise  # security and credential problems need the user, not a retry
+            except CompanionError as e:
+                if time.monotonic() - lost > self.opts.give_up_after:
+                    raise CompanionError(
+                        f"gave up after {self.opts.give_up_after:.0f} s without a connection"
+                    ) from e
+                if attempt == 1 or attempt % 10 == 0:
+                    self.ui.event(f"still down (attempt {attempt}): {e}")
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            self.ui.event(
+                f"reconnected after {time.monotonic() - lost:.1f} s "
+                f"({'same runtime' if self.runtime.get('reattached') else 'runtime restarted'})"
+            )
+            return
+
+    def stop_remote(self) -> None:
+        """Stop the remote runtime and its kernels (--stop-on-exit)."""
+        if self.conn is None or not self.conn.is_active():
+            self.attach(quiet=True)
+        assert self.conn is not None
+        RemoteAgent(
+            self.conn,
+            python_command(
+                self.opts.remote_python,
+                self.opts.remote_venv,
+                self.opts.remote_conda,
+                self.opts.remote_uv,
+            ),
+        ).call("stop", {"profile": self.opts.profile})
+
+    def close(self) -> None:
+        """Close the forward and the SSH connection; the remote runtime keeps running."""
+        if self.forwarder is not None:
+            self.forwarder.close()
+        self.link.set(None, None)
+        if self.conn is not None:
+            self.conn.close()
+
+
+def open_colab() -> None:
+    """Open Colab in the browser (--open)."""
+    webbrowser.open(COLAB_URL)
+
+
+def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
+    """`start` without a host: this machine becomes the runtime (detached, re-attachable)."""
+    from ..server import remote_agent
+
+    record = state.load("local", opts.profile) or {}
+    token = record.get("token") or new_secret()
+    request = {
+        "profile": opts.profile,
+        "token": token,
+        "token_name": token_name(),
+        "workdir": opts.workdir,
+        "env": opts.env,
+        "port": opts.port,
+    }
+    with ui.step("starting or re-attaching the runtime"):
+        try:
+            runtime = remote_agent.ensure(request)
+        except remote_agent.AgentError as e:
+            raise CompanionError(str(e)) from e
+    port = int(runtime["port"])
+    with ui.step("verifying (status, CORS preflight, probe)"):
+        verify_chain(port, token)
+    state.update(
+        "local",
+        opts.profile,
+        host=None,
+        profile=opts.profile,
+        token=token,
+        local_port=port,
+        remote_port=port,
+        remote_pid=runtime["pid"],
+    )
+    return {
+        "url": colab_url(port, token),
+        "host": None,
+        "profile": opts.profile,
+        "local_port": port,
+        "remote_port": port,
+        "remote_pid": runtime["pid"],
+        "reattached": runtime.get("reattached", False),
+        "state_file": str(state.path_for("local", opts.profile)),
+    }

@@ -1,0 +1,197 @@
+"""`python -m jupyter_colab_remote remote ACTION`: what the companion runs on the remote host.
+
+The companion sends one JSON object on stdin (secrets travel only there, never on a
+command line) and reads one JSON line back. Actions: `info`, `ensure` (re-attach to the
+profile's runtime or start it detached), `stop` and `status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+from jupyter_core.paths import jupyter_runtime_dir
+
+from .. import __version__
+from ..tokens import TokenError, TokenStore, default_token_file
+from .runtime_file import running_servers
+
+#: How long a new runtime may take to start listening (kernelspecs, extensions, JupyterLab).
+START_DEADLINE = 60.0
+STOP_DEADLINE = 20.0
+LOG_TAIL_LINES = 15
+
+
+class AgentError(Exception):
+    """A failure to report to the companion in one line."""
+
+
+def runtime_for(profile: str) -> dict[str, t.Any] | None:
+    """The live runtime of this profile, if any."""
+    for info in running_servers():
+        if info.get("profile", "default") == profile:
+            return info
+    return None
+
+
+@contextlib.contextmanager
+def profile_lock(profile: str) -> Iterator[None]:
+    """Serialize ensure/stop for one profile (two companions starting at once)."""
+    rdir = Path(jupyter_runtime_dir())
+    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(rdir / f"colabremote-{profile}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def log_path(profile: str) -> Path:
+    """Where the detached runtime of a profile writes its log (which never holds a token)."""
+    return Path(jupyter_runtime_dir()) / f"colabremote-{profile}.log"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def register_token(token_file: str | os.PathLike[str], request: dict[str, t.Any]) -> None:
+    """Store the companion's token (hashed) under its name."""
+    token, name = request.get("token"), request.get("token_name")
+    if token and name:
+        TokenStore(token_file).put(name, token)
+
+
+def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Start `serve` detached (its own session, so it outlives the SSH connection)."""
+    token_file = request.get("token_file") or str(default_token_file())
+    register_token(token_file, request)
+    workdir = request.get("workdir")
+    if workdir:
+        workdir = os.path.abspath(os.path.expanduser(workdir))
+        os.makedirs(workdir, exist_ok=True)
+    args = [
+        sys.executable, "-m", "jupyter_colab_remote", "serve",
+        f"--port={int(request.get('port') or 0)}", "--ip=127.0.0.1",
+        f"--ColabRemoteApp.profile={profile}",
+        f"--ColabRemoteApp.token_file={token_file}",
+    ]  # fmt: skip
+    if workdir:
+        args.append(f"--ServerApp.root_dir={workdir}")
+    args += [str(a) for a in request.get("serve_args", [])]
+    # Variables for the kernels (e.g. from --env-file) go through the environment,
+    # never onto the command line or into a file.
+    env = {**os.environ, **{str(k): str(v) for k, v in request.get("env", {}).items()}}
+    log = log_path(profile)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir or os.path.expanduser("~"),
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + START_DEADLINE
+    path = Path(jupyter_runtime_dir()) / f"colabremote-{proc.pid}.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AgentError(
+                f"the runtime exited with code {proc.returncode} while starting; "
+                f"last lines of {log}:\n{log_tail(log)}"
+            )
+        with contextlib.suppress(OSError, ValueError):
+            return {**json.loads(path.read_text()), "reattached": False, "log": str(log)}
+        time.sleep(0.05)
+    proc.kill()
+    raise AgentError(f"the runtime did not start within {START_DEADLINE:.0f} s (see {log})")
+
+
+def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Re-attach to the profile's runtime (same token store, same kernels) or start it."""
+    profile = request.get("profile", "default")
+    with profile_lock(profile):
+        info = runtime_for(profile)
+        if info is not None:
+            register_token(info["token_file"], request)
+            return {**info, "reattached": True, "log": str(log_path(profile))}
+        return start_runtime(profile, request)
+
+
+def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Stop the profile's runtime and every kernel it started; leave no orphans."""
+    profile = request.get("profile", "default")
+    with profile_lock(profile):
+        info = runtime_for(profile)
+        if info is None:
+            return {"stopped": False}
+        pid = int(info["pid"])
+        try:
+            server = psutil.Process(pid)
+            # Kernels run in sessions of their own: note them now to reap them after.
+            family = [server, *server.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return {"stopped": False}
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=STOP_DEADLINE)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            (Path(jupyter_runtime_dir()) / f"colabremote-{pid}.json").unlink()
+        return {"stopped": True, "pid": pid, "processes": len(family)}
+
+
+def status(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The runtimes running for this user (all profiles)."""
+    return {"runtimes": running_servers()}
+
+
+def info(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Version and interpreter, so the companion can check compatibility."""
+    return {"version": __version__, "python": sys.version.split()[0], "executable": sys.executable}
+
+
+ACTIONS: dict[str, t.Callable[[dict[str, t.Any]], dict[str, t.Any]]] = {
+    "info": info,
+    "ensure": ensure,
+    "stop": stop,
+    "status": status,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run one action; always answer one JSON line, exit 0 on success and 1 on failure."""
+    if len(argv) != 1 or argv[0] not in ACTIONS:
+        print(json.dumps({"ok": False, "error": f"usage: remote {{{','.join(ACTIONS)}}}"}))
+        return 2
+    try:
+        raw = sys.stdin.readline() if not sys.stdin.isatty() else ""
+        request = json.loads(raw) if raw.strip() else {}
+        result = ACTIONS[argv[0]](request)
+    except (AgentError, TokenError, OSError, ValueError) as e:
+        print(json.dumps({"ok": False, "error": str(e)}), flush=True)
+        return 1
+    print(json.dumps({"ok": True, **result}), flush=True)
+    return 0
