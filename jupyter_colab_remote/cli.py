@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import typing as t
 
@@ -19,6 +18,7 @@ Commands:
   stop      stop a runtime, its kernels and its tunnel
   status    tunnels from this machine, and a host's runtimes
   url       print a connection's Colab URL again
+  doctor    check each hop to a host (DNS/TCP, SSH, package, runtime, forward, token)
 
 Options:
   -h, --help     show this help
@@ -33,8 +33,9 @@ class CLIError(Exception):
 def token_main(argv: list[str]) -> int:
     """The `token` subcommand."""
     from . import token_cli
+    from .companion.cli import OneLineParser
 
-    parser = argparse.ArgumentParser(prog="jupyter colabremote token")
+    parser = OneLineParser(prog="jupyter colabremote token")
     token_cli.add_arguments(parser)
     return token_cli.run(parser.parse_args(argv))
 
@@ -69,7 +70,7 @@ COMMANDS = {
     "serve": serve_main,
     "token": token_main,
     "remote": remote_main,
-    **{c: companion_main(c) for c in ("start", "stop", "status", "url")},
+    **{c: companion_main(c) for c in ("start", "stop", "status", "url", "doctor")},
 }
 
 

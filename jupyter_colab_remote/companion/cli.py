@@ -21,6 +21,14 @@ from .ssh_target import resolve
 from .ui import UI
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> t.NoReturn:
+        """Raise the mistake as a one-line error."""
+        raise CompanionError(f"{message} (see: {self.prog} --help)", exit_code=2)
+
+
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that talks to a host."""
     p.add_argument(
@@ -40,8 +48,8 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the companion commands."""
-    parser = argparse.ArgumentParser(prog="jupyter colabremote")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="jupyter colabremote")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("start", help="connect a host (or this machine) as a Colab runtime")
     p.add_argument("host", nargs="?", help="[user@]host[:port] or a ~/.ssh/config alias")
@@ -78,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("host", nargs="?")
     add_connection_arguments(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("doctor", help="check every hop to a host and suggest a fix")
+    p.add_argument("host")
+    add_connection_arguments(p)
 
     p = sub.add_parser("url", help="print the Colab URL of a connection again")
     p.add_argument("host", nargs="?")
@@ -253,7 +265,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "url": cmd_url}
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """`doctor`: check each hop."""
+    from .doctor import run_doctor
+
+    return run_doctor(args)
+
+
+COMMANDS = {
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "url": cmd_url,
+    "doctor": cmd_doctor,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -312,11 +312,14 @@ class ColabWebSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
             self.auth_token = self.identity_provider.get_token(self) or None
 
     def upstream_headers(self) -> dict[str, str]:
-        """Credentials for requests made on the client's behalf to this server."""
+        """Host and credentials for requests made on the client's behalf to this server."""
+        # The client's Host (already accepted by check_host): the server then sees the
+        # request as the client addressed it, and names its login cookie the same.
+        headers = {"Host": self.request.host}
         if self.auth_token:
-            return {"Authorization": f"token {self.auth_token}"}
+            headers["Authorization"] = f"token {self.auth_token}"
+            return headers
         # Authenticated by a login cookie (no token known): forward it with its XSRF pair.
-        headers = {}
         if cookie := self.request.headers.get("Cookie"):
             headers["Cookie"] = cookie
         if xsrf := self.get_cookie("_xsrf"):
