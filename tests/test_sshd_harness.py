@@ -11,7 +11,6 @@ import time
 import paramiko
 import psutil
 import pytest
-import sshd as harness
 from sshd import (
     MARKER_VAR,
     SSH,
