@@ -6,6 +6,7 @@ import sys
 import typing as t
 
 from . import __version__
+from .errors import CLIError, StartError
 
 USAGE = """usage: jupyter colabremote COMMAND [options]
 
@@ -24,10 +25,6 @@ Options:
   -h, --help     show this help
   --version      show the version
 """
-
-
-class CLIError(Exception):
-    """An error to report in one line, with exit code 2."""
 
 
 def token_main(argv: list[str]) -> int:
@@ -77,7 +74,6 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; expected failures print one line and exit non-zero."""
     from .companion.errors import CompanionError
-    from .server.app import StartError
     from .tokens import TokenError
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -13,6 +13,7 @@ from jupyter_server.extension.application import ExtensionApp, _preparse_for_sto
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import __version__
+from ..errors import StartError
 from ..tokens import TokenError, TokenStore, default_token_file
 from . import log_scrub
 from .colab_handlers import COLAB_HANDLERS
@@ -35,10 +36,6 @@ COLAB_SERVER_CONFIG: dict[str, t.Any] = {
     # browser, binds loopback only and requires a 256-bit token, so root is not refused.
     "allow_root": True,
 }
-
-
-class StartError(Exception):
-    """The runtime cannot start as asked (a non-loopback bind, a broken install)."""
 
 
 def is_loopback(ip: str) -> bool:
