@@ -22,6 +22,7 @@ from .kernel_ws import KERNEL_WS_HANDLERS
 from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
 from .runtime_file import remove_runtime_file, write_runtime_file
 from .status import StatusHandler
+from .token_handlers import TOKEN_HANDLERS, live_forwards
 
 #: Server settings that make a server acceptable to Colab. Applied by `serve` (as the
 #: extension's serverapp_config) rather than by a global config file, so other Jupyter
@@ -127,6 +128,9 @@ class ColabRemoteApp(ExtensionApp):
         super().__init__(**kwargs)
         self.started_at = time.time()
         self.http_over_ws_connections = 0
+        self.colab_kernel_connections = 0
+        #: Local ports that companions forward to this runtime, by client name.
+        self.forwards: dict[str, dict[str, t.Any]] = {}
         self.token_store: TokenStore | None = None
 
     # -- set-up --------------------------------------------------------
@@ -172,6 +176,7 @@ class ColabRemoteApp(ExtensionApp):
         self.handlers.extend(COLAB_HANDLERS)
         self.handlers.extend(KERNEL_WS_HANDLERS)
         self.handlers.extend(HTTP_OVER_WS_HANDLERS)
+        self.handlers.extend(TOKEN_HANDLERS)
         self.handlers.append((r"/colabremote/api/status", StatusHandler))
 
     # -- runtime -------------------------------------------------------
@@ -180,6 +185,17 @@ class ColabRemoteApp(ExtensionApp):
         sa = self.serverapp
         host = "localhost" if sa.ip in ("", "localhost", "127.0.0.1", "::1") else sa.ip
         return f"http://{host}:{sa.port}{sa.base_url}"
+
+    def colab_port(self) -> int:
+        """The port Colab reaches: the newest companion forward, else the server's own."""
+        forwards = live_forwards(self.forwards)
+        if forwards:
+            return int(list(forwards.values())[-1]["local_port"])
+        return int(self.serverapp.port)
+
+    def colab_url(self, token: str) -> str:
+        """The URL to paste into Colab for a token."""
+        return f"http://localhost:{self.colab_port()}{self.serverapp.base_url}?token={token}"
 
     def runtime_info(self) -> dict[str, t.Any]:
         """What the runtime file records (never a token)."""

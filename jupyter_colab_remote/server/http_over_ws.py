@@ -65,7 +65,7 @@ REQUIRED_KEYS = ("message_id", "method", "path")
 
 _CLIENT_SETTING = "colabremote_http_over_ws_client"
 _PROXIED_WS_MARKER = "/http_over_websocket/proxied_ws/"
-_STRICT_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:([ab])(\d+))?")
+_STRICT_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:([ab])(\d+))?", re.ASCII)
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 #: Characters left as they are when quoting a path: URL syntax and existing escapes.
 _PATH_SAFE = "/?&=%:@!$'()*+,;~#[]"
@@ -364,13 +364,15 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
         super().open(*args, **kwargs)
         min_version = self.get_argument(MIN_VERSION_PARAM, None)
         problem = min_version_problem(min_version)
+        # A close reason must fit a 125-byte control frame: ASCII, truncated.
+        shown = (min_version or "")[:40].encode("ascii", "replace").decode()
         if problem == "unparsable":
             self._closed = True
-            self.close(CLOSE_BAD_VERSION, f'Invalid "min_version" provided: {min_version[:40]}')
+            self.close(CLOSE_BAD_VERSION, f'Invalid "min_version" provided: {shown}')
             return
         if problem == "outdated":
             reason = (
-                f"Requested version ({min_version[:20]}) > Current version "
+                f"Requested version ({shown}) > Current version "
                 f"({EXTENSION_VERSION}). Please upgrade this package."
             )
             self.log.error("Rejecting connection: %s", reason)

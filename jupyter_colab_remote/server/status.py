@@ -12,6 +12,7 @@ from tornado import web
 
 from .. import __version__
 from .resources import kernel_memory, resource_stats
+from .token_handlers import live_forwards
 
 
 def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
@@ -53,7 +54,10 @@ class StatusHandler(APIHandler):
                     "uptime_seconds": round(time.time() - app.started_at, 3),
                     "pid": os.getpid(),
                     "kernels": kernels,
+                    "colab_port": app.colab_port(),
+                    "forwards": live_forwards(app.forwards),
                     "connections": {
+                        "colab_kernel_websockets": app.colab_kernel_connections,
                         "kernel_websockets": sum(k["connections"] for k in kernels),
                         "http_over_websocket": app.http_over_ws_connections,
                     },

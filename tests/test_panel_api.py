@@ -1,0 +1,93 @@
+"""The API behind the launcher panel: tokens, the forwarded port, Colab's connections."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import COLAB_ORIGIN
+from kernel_client import execute
+from tornado.httpclient import HTTPClientError
+
+from jupyter_colab_remote.tokens import TokenStore
+
+
+async def test_list_tokens_shows_names_never_secrets(jp_fetch, token):
+    """The panel lists tokens with times; the secret itself is never sent back."""
+    r = await jp_fetch("colabremote", "api", "tokens")
+    body = json.loads(r.body)
+    assert body["current"] == "test"
+    (record,) = body["tokens"]
+    assert record["name"] == "test" and record["created"] > 0
+    assert token not in r.body.decode()
+    assert "hash" not in record
+
+
+async def test_rotate_returns_new_url_and_keeps_the_session(jp_fetch, jp_http_port, token):
+    """Rotate: the old token stops working, the new URL works, the Lab session stays logged in."""
+    r = await jp_fetch("colabremote", "api", "tokens", "test", "rotate", method="POST", body="")
+    body = json.loads(r.body)
+    new = body["token"]
+    assert new != token and len(new) == 64
+    assert body["url"] == f"http://localhost:{jp_http_port}/a%40b/?token={new}"
+    cookie = next(
+        c.split(";")[0] for c in r.headers.get_list("Set-Cookie") if c.startswith("username-")
+    )
+    # The browser session continues with the cookie issued for the new rotation.
+    r = await jp_fetch("api", "kernels", headers={"Authorization": "", "Cookie": cookie})
+    assert r.code == 200
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("api", "kernels", headers={"Authorization": f"token {token}"})
+    assert e.value.code == 403
+    r = await jp_fetch("api", "kernels", headers={"Authorization": f"token {new}"})
+    assert r.code == 200
+
+
+async def test_revoke_and_unknown_names(jp_fetch, token_file):
+    """Revoking another token works at once; unknown names get a readable 404."""
+    other = TokenStore(token_file).create("phone")
+    r = await jp_fetch("colabremote", "api", "tokens", "phone", method="DELETE")
+    assert r.code == 204
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("api", "kernels", headers={"Authorization": f"token {other}"})
+    assert e.value.code == 403
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("colabremote", "api", "tokens", "nope", "rotate", method="POST", body="")
+    assert e.value.code == 404
+    assert "no token named 'nope'" in json.loads(e.value.response.body)["message"]
+
+
+async def test_forward_report_sets_the_colab_port(jp_fetch, jp_http_port):
+    """When the companion reports its local port, the panel's URL uses it."""
+    status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+    assert status["colab_port"] == jp_http_port
+    r = await jp_fetch(
+        "colabremote", "api", "forward", method="PUT",
+        body=json.dumps({"local_port": 9000, "client": "laptop"}),
+    )  # fmt: skip
+    assert r.code == 204
+    status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+    assert status["colab_port"] == 9000
+    assert status["forwards"]["laptop"]["local_port"] == 9000
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("colabremote", "api", "forward", method="PUT", body='{"local_port": 0}')
+    assert e.value.code == 400
+
+
+async def test_colab_kernel_connections_counted(jp_fetch, jp_ws_fetch):
+    """The status bar's "Colab: N clients" counts kernel connections from Colab's origin."""
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kid = json.loads(r.body)["id"]
+    try:
+        colab = await jp_ws_fetch(
+            "api", "kernels", kid, "channels", headers={"Origin": COLAB_ORIGIN}
+        )
+        plain = await jp_ws_fetch("api", "kernels", kid, "channels")
+        await execute(colab, "1")
+        status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+        assert status["connections"]["colab_kernel_websockets"] == 1
+        assert status["connections"]["kernel_websockets"] == 2
+        colab.close()
+        plain.close()
+    finally:
+        await jp_fetch("api", "kernels", kid, method="DELETE")
