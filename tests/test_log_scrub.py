@@ -18,6 +18,9 @@ def test_scrub_masks_query_and_header_tokens():
     assert scrub(f"Authorization: token {TOKEN}") == "Authorization: token [secret]"
     assert scrub(f"Authorization: Bearer {TOKEN}") == "Authorization: Bearer [secret]"
     assert scrub("GET /api/kernels 200") == "GET /api/kernels 200"
+    encoded = f"/http_over_websocket?jupyter_http_over_ws_auth_url=http%3A//h/%3Ftoken%3D{TOKEN}"
+    assert TOKEN not in scrub(encoded)
+    assert scrub(encoded).endswith("%3Ftoken%3D[secret]")
 
 
 def test_filter_rewrites_tornado_error_records(caplog):

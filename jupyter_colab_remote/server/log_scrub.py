@@ -6,6 +6,8 @@ import logging
 import re
 
 _QUERY_TOKEN = re.compile(r"(?i)([?&;]token=)[^&\s'\"#]+")
+#: The same inside a URL-encoded URL (http-over-ws's auth_url parameter).
+_ENCODED_TOKEN = re.compile(r"(?i)((?:%3F|%26|%3B)token%3D)[0-9a-z._~+-]+")
 _AUTH_HEADER = re.compile(r"(?i)\b(token|bearer)(\s+|%20)[0-9a-z._~+/=-]{16,}")
 #: Loggers that can print a request URI: tornado's access, error and general logs.
 TORNADO_LOGGERS = ("tornado.access", "tornado.application", "tornado.general")
@@ -14,6 +16,7 @@ TORNADO_LOGGERS = ("tornado.access", "tornado.application", "tornado.general")
 def scrub(text: str) -> str:
     """Replace token values in URLs and Authorization headers by `[secret]`."""
     text = _QUERY_TOKEN.sub(r"\1[secret]", text)
+    text = _ENCODED_TOKEN.sub(r"\1[secret]", text)
     return _AUTH_HEADER.sub(r"\1\2[secret]", text)
 
 
