@@ -121,6 +121,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     )
     ui = UI()
     if not opts.host:
+        _check_local_port(opts)
         record = start_local(opts, ui)
         _print_record(record, opts.json)
         return 0
@@ -146,6 +147,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec and rec.get("companion_pid") == os.getpid():
             state.update(opts.host, opts.profile, companion_pid=None)
     return 0
+
+
+def _check_local_port(opts: StartOptions) -> None:
+    """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
+    unless this profile's runtime is already running (it is re-attached, whatever its port)."""
+    from ..server.remote_agent import runtime_for
+    from .forwarder import bind_local
+
+    if runtime_for(opts.profile) is None:
+        bind_local(opts.port).close()
 
 
 def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
@@ -181,11 +192,22 @@ def _stop_companion(record: dict[str, t.Any] | None) -> bool:
     proc = psutil.Process(int(record["companion_pid"]))
     with contextlib.suppress(psutil.Error):
         proc.terminate()
-        try:
-            proc.wait(10)
-        except psutil.TimeoutExpired:
+        # Poll rather than proc.wait(): a companion that exited but is not yet reaped by its
+        # parent (a zombie) has closed its port already; wait() would block until the timeout.
+        deadline = time.monotonic() + 10
+        while _running(proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _running(proc):
             proc.kill()
     return True
+
+
+def _running(proc: psutil.Process) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -154,21 +154,55 @@ def _open_sock(
     raise ConnectError(f"cannot reach {hop.hostname} port {hop.port}: {reason or last}")
 
 
-def _known_hosts(hop: SSHTarget) -> paramiko.HostKeys:
+def _known_hosts(hop: SSHTarget, revoked: list[paramiko.PKey] | None = None) -> paramiko.HostKeys:
+    """The hop's known_hosts entries; keys of `@revoked` lines go to `revoked`.
+
+    Read line by line: paramiko's HostKeys.load stops with an exception on a line it cannot
+    parse, such as OpenSSH's `@cert-authority` lines. Those (host certificates are not
+    supported) and unparsable lines are skipped, as OpenSSH skips what it cannot use.
+    """
     keys = paramiko.HostKeys()
     for f in hop.known_hosts_files:
-        if os.path.exists(f):
+        try:
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise HostKeyError(f"cannot read known_hosts file {f}: {e.strerror}") from e
+        for line in lines:
+            line = line.strip()
+            marker = None
+            if line.startswith("@"):
+                marker, _, line = line.partition(" ")
+                line = line.strip()
+            if not line or line.startswith("#"):
+                continue
             try:
-                keys.load(f)
-            except (OSError, paramiko.SSHException) as e:
-                raise HostKeyError(f"cannot read known_hosts file {f}: {e}") from e
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+                continue
+            if entry is None or entry.key is None:
+                continue
+            if marker == "@revoked":
+                if revoked is not None:
+                    revoked.append(entry.key)
+            elif marker is None:
+                for host in entry.hostnames:
+                    keys.add(host, entry.key.get_name(), entry.key)
     return keys
 
 
 def _check_host_key(hop: SSHTarget, transport: paramiko.Transport, options: ConnectOptions) -> None:
     key = transport.get_remote_server_key()
-    known = _known_hosts(hop).lookup(hop.known_hosts_name) or {}
+    revoked: list[paramiko.PKey] = []
+    known = _known_hosts(hop, revoked).lookup(hop.known_hosts_name) or {}
     name = hop.known_hosts_name
+    if any(r == key for r in revoked):
+        raise HostKeyError(
+            f"the host key of {name} ({key.get_name()} {fingerprint(key)}) is marked @revoked "
+            "in known_hosts; refusing to connect"
+        )
     if key.get_name() in known:
         if known[key.get_name()] == key:
             return
@@ -227,6 +261,7 @@ def _load_key(path: str, options: ConnectOptions) -> paramiko.PKey | None:
 def _authenticate(hop: SSHTarget, transport: paramiko.Transport, options: ConnectOptions) -> None:
     user = hop.user
     tried: list[str] = []
+    password_asked = False
     try:
         allowed = _auth_none(transport, user)
         if allowed is None:
@@ -252,10 +287,12 @@ def _authenticate(hop: SSHTarget, transport: paramiko.Transport, options: Connec
             tried.append("keyboard-interactive")
 
             def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+                nonlocal password_asked
                 answers = []
                 for text, echo in prompts:
                     # Passwords are cached for reconnects; one-time codes must be asked anew.
                     is_password = "password" in text.lower() and not echo
+                    password_asked = password_asked or is_password
                     key = f"password:{hop.describe()}" if is_password else f"kbd:{time.time()}"
                     answers.append(options.prompter.ask(key, f"({hop.describe()}) {text}"))
                 return answers
@@ -263,7 +300,9 @@ def _authenticate(hop: SSHTarget, transport: paramiko.Transport, options: Connec
             if _try(lambda: transport.auth_interactive(user, answer)):
                 return
             options.prompter.forget(f"password:{hop.describe()}")
-        if "password" in allowed and not transport.is_authenticated():
+        # A password refused through keyboard-interactive (PAM) is not asked again for the
+        # password method: the same secret, the same check, and a second prompt per run.
+        if "password" in allowed and not transport.is_authenticated() and not password_asked:
             tried.append("password")
             key = f"password:{hop.describe()}"
             password = options.prompter.ask(key, f"{hop.describe()}'s password: ")
