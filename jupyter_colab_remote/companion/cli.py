@@ -12,7 +12,7 @@ import typing as t
 
 import psutil
 
-from . import state
+from . import profiles, state
 from .errors import CompanionError
 from .remote import RemoteAgent, python_command
 from .session import Session, StartOptions, colab_url, open_colab, parse_env_file, start_local
@@ -32,18 +32,20 @@ class OneLineParser(argparse.ArgumentParser):
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that talks to a host."""
     p.add_argument(
-        "--profile", default="default", help="runtime name on the host (default: default)"
+        "--profile",
+        help="runtime name on the host (default: the profile's name, else 'default')",
     )
     p.add_argument(
         "--accept-new-host-key",
         action="store_true",
+        default=None,
         help="trust an unknown SSH host key and save it to known_hosts (trust on first use)",
     )
     g = p.add_argument_group("remote interpreter (default: the --install venv, else python3)")
     g.add_argument("--remote-python", metavar="PATH", help="python executable on the host")
     g.add_argument("--remote-venv", metavar="DIR", help="virtual environment on the host")
     g.add_argument("--remote-conda", metavar="ENV", help="conda/mamba environment name")
-    g.add_argument("--remote-uv", action="store_true", help="run through `uv run`")
+    g.add_argument("--remote-uv", action="store_true", default=None, help="run through `uv run`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("start", help="connect a host (or this machine) as a Colab runtime")
-    p.add_argument("host", nargs="?", help="[user@]host[:port] or a ~/.ssh/config alias")
-    p.add_argument("--port", type=int, default=9000, help="local port for Colab (default 9000)")
+    p.add_argument(
+        "host", nargs="?", help="a profile name, [user@]host[:port] or a ~/.ssh/config alias"
+    )
+    p.add_argument("--port", type=int, help="local port for Colab (default 9000)")
     add_connection_arguments(p)
     p.add_argument(
         "--install",
         action="store_true",
+        default=None,
         help="install jupyter-colab-remote on the host (private venv) if missing",
     )
     p.add_argument("--wheel", help="with --install: upload this wheel instead of using an index")
@@ -73,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--give-up-after",
         type=float,
-        default=24 * 3600.0,
         metavar="SECONDS",
         help="stop retrying after this long without a connection (default a day)",
     )
@@ -93,8 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("url", help="print the Colab URL of a connection again")
     p.add_argument("host", nargs="?")
-    p.add_argument("--profile", default="default")
+    p.add_argument("--profile")
     return parser
+
+
+#: Built-in values for options neither the command line nor a profile set.
+BUILTIN_DEFAULTS: dict[str, t.Any] = {
+    "port": 9000,
+    "give_up_after": 24 * 3600.0,
+    "accept_new_host_key": False,
+    "remote_uv": False,
+    "install": False,
+}
+
+
+def apply_profile(args: argparse.Namespace) -> None:
+    """Fill options from the named profile (command-line options win), then defaults."""
+    profile = profiles.lookup(getattr(args, "host", None))
+    if profile:
+        args.host = profile["host"]
+        for key, value in profile.items():
+            if key in ("host", "name"):
+                continue
+            if key == "env_file" or key == "wheel":
+                value = os.path.expanduser(str(value))
+            if getattr(args, key, None) is None and hasattr(args, key):
+                setattr(args, key, value)
+    for key, value in BUILTIN_DEFAULTS.items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value)
+    if getattr(args, "profile", None) is None:
+        args.profile = profile.get("name", "default")
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -306,4 +339,5 @@ COMMANDS = {
 def main(argv: list[str]) -> int:
     """Parse and run one companion command."""
     args = build_parser().parse_args(argv)
+    apply_profile(args)
     return COMMANDS[args.command](args)
