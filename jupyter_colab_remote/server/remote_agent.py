@@ -25,6 +25,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from .. import __version__
 from ..tokens import TokenError, TokenStore, default_token_file
 from .runtime_file import running_servers
+from .workspace import WorkspaceError, split_git_spec, sync_repository
 
 #: How long a new runtime may take to start listening (kernelspecs, extensions, JupyterLab).
 START_DEADLINE = 60.0
@@ -130,11 +131,29 @@ def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
     """Re-attach to the profile's runtime (same token store, same kernels) or start it."""
     profile = request.get("profile", "default")
     with profile_lock(profile):
+        workspace = sync_workspace(request)
         info = runtime_for(profile)
         if info is not None:
             register_token(info["token_file"], request)
-            return {**info, "reattached": True, "log": str(log_path(profile))}
-        return start_runtime(profile, request)
+            return {**info, **workspace, "reattached": True, "log": str(log_path(profile))}
+        return {**start_runtime(profile, request), **workspace}
+
+
+def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Clone or update the requested git repository in the workdir (before the runtime)."""
+    spec = request.get("git")
+    if not spec:
+        return {}
+    workdir = request.get("workdir")
+    if not workdir:
+        url, _ = split_git_spec(spec)
+        name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "workspace"
+        workdir = os.path.join("~", name)
+        request["workdir"] = workdir
+    try:
+        return sync_repository(os.path.expanduser(workdir), spec, request.get("git_token"))
+    except WorkspaceError as e:
+        raise AgentError(str(e)) from e
 
 
 def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
