@@ -10,3 +10,8 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
     from .server.app import ColabRemoteApp
 
     return [{"module": "jupyter_colab_remote.server.app", "app": ColabRemoteApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built JupyterLab extension lives (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "jupyter-colab-remote"}]

@@ -23,8 +23,16 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "== pip install -e .[test]"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+# The editable install also builds the JupyterLab extension (labextension/, with jlpm and the
+# npm registry) into jupyter_colab_remote/labextension and installs it into the venv.
 "$venv/bin/python" -m pip install -q -e '.[test]'
 export PATH="$PWD/$venv/bin:$PATH"
+extensions=$(jupyter labextension list 2>&1 || true)
+if ! grep -q "jupyter-colab-remote.*enabled" <<<"$extensions"; then
+  echo "$extensions" >&2
+  echo "the JupyterLab extension is not installed (see labextension/ and pyproject.toml)" >&2
+  exit 1
+fi
 
 echo "== ruff"
 ruff check .

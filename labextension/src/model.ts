@@ -1,0 +1,357 @@
+/**
+ * The panel's model: pure functions from the runtime's status document to what the
+ * panel and the status bar show. No JupyterLab imports, so node's test runner can
+ * exercise it directly (tests/model.test.ts).
+ */
+
+/** One kernel in `GET /colabremote/api/status`. */
+export interface IKernelStatus {
+  id: string;
+  name: string | null;
+  execution_state: string | null;
+  last_activity: string | null;
+  connections: number;
+  memory_bytes: number | null;
+}
+
+/** One GPU, in colabtools' field names. */
+export interface IGpu {
+  name: string;
+  memoryUsedBytes: number;
+  memoryTotalBytes: number;
+  gpuUtilization: number;
+  memoryUtilization: number;
+  everUsed?: boolean;
+}
+
+/** The resources document (the one Colab's gauges read). */
+export interface IResources {
+  memory: {
+    totalBytes: number;
+    freeBytes: number;
+    kernels?: { uuid: string; usedBytes: number }[];
+  };
+  disks: { filesystem: { label: string; totalBytes: number; usedBytes: number } }[];
+  gpus: IGpu[];
+}
+
+/** `GET /colabremote/api/status`. */
+export interface IStatus {
+  version: string;
+  uptime_seconds: number;
+  kernels: IKernelStatus[];
+  colab_port: number;
+  forwards: Record<string, { local_port: number; reported: number }>;
+  connections: {
+    colab_kernel_websockets: number;
+    kernel_websockets: number;
+    http_over_websocket: number;
+  };
+  resources: IResources;
+}
+
+/** `POST /colabremote/api/tokens/NAME/rotate`. */
+export interface IRotateResult {
+  name: string;
+  token: string;
+  url: string;
+}
+
+/** What went wrong with a request, reduced to what the message needs. */
+export interface IErrorInfo {
+  /** `network`: no answer at all; `response`: an HTTP error status; `other`: anything else. */
+  kind: 'network' | 'response' | 'other';
+  status?: number;
+  message?: string;
+}
+
+export type Level = 'ok' | 'warn' | 'high';
+
+/** One bar: RAM, a disk or a GPU's memory. */
+export interface IGauge {
+  label: string;
+  /** e.g. "3.1 GiB of 15.5 GiB". */
+  text: string;
+  /** 0..100, or null when the total is unknown. */
+  percent: number | null;
+  percentText: string;
+  level: Level;
+  /** Extra detail, e.g. a GPU's utilization. */
+  detail: string;
+}
+
+export interface IKernelRow {
+  id: string;
+  name: string;
+  state: string;
+  lastActivity: string;
+  memory: string;
+  connections: number;
+}
+
+/** Everything the panel renders. */
+export interface IView {
+  url: string;
+  hasToken: boolean;
+  /** Shown under the URL when there is something to explain (no token known). */
+  hint: string | null;
+  /** Where the port in the URL comes from, when a companion forwards it. */
+  portNote: string | null;
+  gauges: IGauge[];
+  /** Shown instead of GPU gauges when there is no GPU. */
+  gpuNote: string | null;
+  kernels: IKernelRow[];
+  statusText: string;
+  /** "jupyter-colab-remote 0.1.0, up 3 min". */
+  summary: string;
+}
+
+export const NO_TOKEN_HINT =
+  'This page does not know the token it was opened with (it was opened without a ' +
+  'token in its address, or reloaded), so the URL above has none. Rotate the token to ' +
+  'get a URL with a fresh one, or use the URL that `jupyter colabremote serve` printed.';
+
+/** The server's base path, always with a leading and a trailing slash. */
+export function normalizeBasePath(basePath: string): string {
+  let path = basePath || '/';
+  if (!path.startsWith('/')) {
+    path = '/' + path;
+  }
+  if (!path.endsWith('/')) {
+    path += '/';
+  }
+  return path;
+}
+
+/**
+ * The URL to paste into Colab's "Connect to a local runtime" dialog. Colab accepts only
+ * http://localhost:PORT/..., whatever host the browser reached the server by.
+ */
+export function colabUrl(port: number, basePath: string, token?: string | null): string {
+  const base = `http://localhost:${port}${normalizeBasePath(basePath)}`;
+  return token ? `${base}?token=${encodeURIComponent(token)}` : base;
+}
+
+/** The `token` query parameter of a URL, or null. */
+export function tokenFromUrl(href: string): string | null {
+  if (!href) {
+    return null;
+  }
+  try {
+    return new URL(href).searchParams.get('token') || null;
+  } catch {
+    return null;
+  }
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** Binary units: "512 B", "1.5 KiB", "15.6 GiB", "512 MiB"; "—" when unknown. */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes) || bytes < 0) {
+    return '—';
+  }
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) {
+    return `${Math.round(value)} B`;
+  }
+  // Three significant digits at most: 1.5 GiB, 15.6 GiB, 512 MiB.
+  const text = value >= 100 ? value.toFixed(0) : value.toFixed(1);
+  return `${text} ${UNITS[unit]}`;
+}
+
+/** used/total as 0..100 (clamped); null when the total is unknown. */
+export function percent(used: number, total: number): number | null {
+  if (!Number.isFinite(used) || !Number.isFinite(total) || total <= 0) {
+    return null;
+  }
+  return Math.min(100, Math.max(0, (used / total) * 100));
+}
+
+/** "42%", "<1%" for a small non-zero share, "—" when unknown. */
+export function formatPercent(value: number | null): string {
+  if (value === null || !Number.isFinite(value)) {
+    return '—';
+  }
+  if (value > 0 && value < 1) {
+    return '<1%';
+  }
+  return `${Math.round(value)}%`;
+}
+
+/** Bar colour: warn from 75%, high from 90%. */
+export function level(value: number | null): Level {
+  if (value === null) {
+    return 'ok';
+  }
+  return value >= 90 ? 'high' : value >= 75 ? 'warn' : 'ok';
+}
+
+/** "45 s", "3 min", "2 h 5 min", "3 d 4 h". */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  const minutes = Math.floor(s / 60);
+  if (minutes < 60) {
+    return `${minutes} min`;
+  }
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) {
+    const rest = minutes % 60;
+    return rest ? `${hours} h ${rest} min` : `${hours} h`;
+  }
+  const days = Math.floor(hours / 24);
+  const rest = hours % 24;
+  return rest ? `${days} d ${rest} h` : `${days} d`;
+}
+
+/** "just now", "12 s ago", "3 min ago"; "—" for a missing or unreadable time. */
+export function formatAge(iso: string | null | undefined, now: Date): string {
+  if (!iso) {
+    return '—';
+  }
+  const then = Date.parse(iso);
+  if (Number.isNaN(then)) {
+    return '—';
+  }
+  const seconds = (now.getTime() - then) / 1000;
+  // A few seconds either way (clock steps, rounding) read as "just now".
+  if (seconds < 5) {
+    return 'just now';
+  }
+  return `${formatDuration(seconds)} ago`;
+}
+
+/** "1 client", "2 kernels", "0 kernels". */
+export function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`;
+}
+
+/** The status bar: "Colab: 1 client, 2 kernels", or "Colab: offline" after an error. */
+export function statusBarText(status: IStatus | null, error: IErrorInfo | null = null): string {
+  if (error) {
+    return 'Colab: offline';
+  }
+  if (!status) {
+    return 'Colab: …';
+  }
+  const clients = status.connections?.colab_kernel_websockets ?? 0;
+  return `Colab: ${plural(clients, 'client')}, ${plural(status.kernels.length, 'kernel')}`;
+}
+
+/** RAM, disk and GPU bars from the resources document. */
+export function gauges(resources: IResources | null | undefined): IGauge[] {
+  const out: IGauge[] = [];
+  if (!resources) {
+    return out;
+  }
+  const mem = resources.memory;
+  if (mem && mem.totalBytes > 0) {
+    const used = Math.max(0, mem.totalBytes - mem.freeBytes);
+    out.push(gauge('RAM', used, mem.totalBytes, ''));
+  }
+  const disks = resources.disks || [];
+  disks.forEach((disk, i) => {
+    const fs = disk.filesystem;
+    const label = disks.length > 1 ? `Disk ${i + 1}` : 'Disk';
+    out.push(gauge(label, fs.usedBytes, fs.totalBytes, ''));
+  });
+  const gpus = resources.gpus || [];
+  gpus.forEach((gpu, i) => {
+    const label = gpus.length > 1 ? `GPU ${i}: ${gpu.name}` : `GPU: ${gpu.name}`;
+    const util = formatPercent(gpu.gpuUtilization * 100);
+    out.push(gauge(label, gpu.memoryUsedBytes, gpu.memoryTotalBytes, `utilization ${util}`));
+  });
+  return out;
+}
+
+function gauge(label: string, used: number, total: number, detail: string): IGauge {
+  const p = percent(used, total);
+  return {
+    label,
+    text: `${formatBytes(used)} of ${formatBytes(total)}`,
+    percent: p,
+    percentText: formatPercent(p),
+    level: level(p),
+    detail
+  };
+}
+
+/** One table row per kernel, in the order the server lists them. */
+export function kernelRows(kernels: IKernelStatus[], now: Date): IKernelRow[] {
+  return (kernels || []).map(k => ({
+    id: k.id,
+    name: k.name || 'unknown',
+    state: k.execution_state || 'unknown',
+    lastActivity: formatAge(k.last_activity, now),
+    memory: formatBytes(k.memory_bytes),
+    connections: k.connections || 0
+  }));
+}
+
+export interface IViewOptions {
+  /** The token to put into the URL (this session's, or the newest after a rotation). */
+  token: string | null;
+  /** The server's base path (PageConfig baseUrl). */
+  basePath: string;
+  now: Date;
+}
+
+/** The whole panel from one status document. */
+export function toView(status: IStatus, options: IViewOptions): IView {
+  const forwards = Object.entries(status.forwards || {});
+  let portNote: string | null = null;
+  if (forwards.length) {
+    const [client, forward] = forwards[forwards.length - 1];
+    portNote =
+      `Port ${forward.local_port} is the local port the companion on "${client}" ` +
+      'forwards to this server.';
+  }
+  const hasToken = !!options.token;
+  return {
+    url: colabUrl(status.colab_port, options.basePath, options.token),
+    hasToken,
+    hint: hasToken ? null : NO_TOKEN_HINT,
+    portNote,
+    gauges: gauges(status.resources),
+    gpuNote: status.resources && (status.resources.gpus || []).length ? null : 'No GPU found.',
+    kernels: kernelRows(status.kernels, options.now),
+    statusText: statusBarText(status),
+    summary: `jupyter-colab-remote ${status.version}, up ${formatDuration(status.uptime_seconds)}`
+  };
+}
+
+/** A sentence a person can act on, for a failed request. */
+export function errorMessage(error: IErrorInfo): string {
+  if (error.kind === 'network') {
+    return (
+      'Cannot reach the Jupyter server: it may have stopped, or the connection (SSH ' +
+      'forward) is down. Start it again with `jupyter colabremote serve`; this panel ' +
+      'retries on its own.'
+    );
+  }
+  if (error.kind === 'response') {
+    const detail = error.message ? ` (${error.message})` : '';
+    switch (error.status) {
+      case 401:
+      case 403:
+        return (
+          'The server refused this session (403 Forbidden): the token it was opened with ' +
+          'has been rotated or revoked. Open JupyterLab again with a current URL, e.g. from ' +
+          '`jupyter colabremote token rotate NAME`.'
+        );
+      case 404:
+        return `Not found${detail}.`;
+      default:
+        return `The server answered ${error.status ?? 'an error'}${detail}.`;
+    }
+  }
+  return error.message || 'Something went wrong.';
+}
