@@ -8,6 +8,7 @@ import logging
 import select
 import socket
 import threading
+import time
 import typing as t
 
 import paramiko
@@ -80,7 +81,15 @@ class Link:
 
 
 class Forwarder:
-    """Accepts local connections and relays each over a direct-tcpip channel."""
+    """Accepts local connections and relays each over a direct-tcpip channel.
+
+    Each connection is relayed by two threads, one per direction, with blocking reads: no
+    select on the channel (paramiko then signals every packet through an extra pipe), and
+    half-closes pass through (a client's EOF reaches the runtime while the answer still
+    flows back). A connection accepted while the link is down, or whose channel could not
+    be opened because the link died meanwhile, waits for the healed link (up to
+    LINK_WAIT_SECONDS) instead of failing.
+    """
 
     def __init__(self, port: int, link: Link) -> None:
         self.link = link
@@ -108,9 +117,11 @@ class Forwarder:
         with self._lock:
             conns = list(self._conns)
         for c in conns:
+            # shutdown wakes a thread blocked in recv (close alone does not).
             with contextlib.suppress(OSError):
-                c.close()
-        self._thread.join(5)
+                c.shutdown(socket.SHUT_RDWR)
+        if self._thread.ident is not None:  # (close() may come before start())
+            self._thread.join(5)
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
@@ -124,28 +135,38 @@ class Forwarder:
                     return
                 continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns.add(client)
+                self.active += 1
+                self.total += 1
             threading.Thread(
                 target=self._serve, args=(client, peer), name="forward-conn", daemon=True
             ).start()
 
-    def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
-        with self._lock:
-            self._conns.add(client)
-            self.active += 1
-            self.total += 1
-        chan = None
-        try:
-            link = self.link.wait(LINK_WAIT_SECONDS)
+    def _open(self, peer: tuple[str, int]) -> paramiko.Channel | None:
+        """A channel to the runtime, waiting (bounded) for the link while it heals."""
+        deadline = time.monotonic() + LINK_WAIT_SECONDS
+        while not self._stop.is_set():
+            link = self.link.wait(max(0.0, deadline - time.monotonic()))
             if link is None:
                 log.warning("dropping a local connection: the tunnel is down")
-                return
+                return None
             transport, remote = link
             try:
-                chan = transport.open_channel("direct-tcpip", remote, peer, timeout=10)
-            except (paramiko.SSHException, OSError) as e:
-                log.warning("cannot open a channel to the runtime: %s", e)
-                return
-            self._pump(client, chan)
+                return transport.open_channel("direct-tcpip", remote, peer, timeout=10)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if transport.is_active() or time.monotonic() >= deadline:
+                    log.warning("cannot open a channel to the runtime: %s", e)
+                    return None
+                # The link died while opening: wait for the healed one.
+        return None
+
+    def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        chan = None
+        try:
+            chan = self._open(peer)
+            if chan is not None:
+                self._relay(client, chan)
         finally:
             if chan is not None:
                 chan.close()
@@ -155,27 +176,40 @@ class Forwarder:
                 self._conns.discard(client)
                 self.active -= 1
 
-    def _pump(self, client: socket.socket, chan: paramiko.Channel) -> None:
-        """Relay bytes both ways until either side closes."""
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([client, chan], [], [], 1.0)
-            except (OSError, ValueError):
-                return
-            if not ready:
-                if chan.closed or not chan.get_transport().is_active():
-                    return
-                continue
-            try:
-                if client in ready:
-                    data = client.recv(READ_SIZE)
-                    if not data:
-                        return
-                    chan.sendall(data)
-                if chan in ready:
-                    data = chan.recv(READ_SIZE)
-                    if not data:
-                        return
-                    client.sendall(data)
-            except (OSError, paramiko.SSHException, EOFError):
-                return
+    def _relay(self, client: socket.socket, chan: paramiko.Channel) -> None:
+        """Relay both ways until both directions ended (or either side failed)."""
+        up = threading.Thread(
+            target=self._client_to_channel, args=(client, chan), name="forward-up", daemon=True
+        )
+        up.start()
+        try:
+            while True:
+                data = chan.recv(READ_SIZE)
+                if not data:
+                    break
+                client.sendall(data)
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+        # The runtime finished sending (EOF) or the channel died: pass the EOF on; if the
+        # channel is gone nothing more can flow upward either, so end the other thread.
+        how = socket.SHUT_WR if not chan.closed else socket.SHUT_RDWR
+        with contextlib.suppress(OSError):
+            client.shutdown(how)
+        while up.is_alive():
+            up.join(1.0)
+            if chan.closed and up.is_alive():
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _client_to_channel(client: socket.socket, chan: paramiko.Channel) -> None:
+        try:
+            while True:
+                data = client.recv(READ_SIZE)
+                if not data:
+                    break
+                chan.sendall(data)
+        except (OSError, paramiko.SSHException, EOFError):
+            return
+        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+            chan.shutdown_write()  # the client's EOF, passed on to the runtime

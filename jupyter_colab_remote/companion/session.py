@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import re
+import selectors
 import socket
 import threading
 import time
 import typing as t
 import webbrowser
 
+import paramiko
 import psutil
 
 from ..tokens import new_secret
@@ -18,16 +21,30 @@ from .errors import AuthError, CompanionError, HostKeyError
 from .forwarder import Forwarder, Link
 from .prompts import Prompter
 from .remote import RemoteAgent, python_command
-from .ssh_connect import ConnectOptions, SSHConnection, connect
+from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
 from .ssh_target import SSHTarget, resolve
 from .ui import UI
 from .verify import verify_chain
 
 COLAB_URL = "https://colab.research.google.com/"
-#: Reconnect attempts: short connect timeouts and a capped backoff, so the tunnel is back
-#: within a few seconds of the link returning.
-RECONNECT_TIMEOUT = 3.0
-BACKOFF_START, BACKOFF_CAP = 0.5, 2.0
+#: While the link is down, a cheap TCP probe (one SYN) of the first hop every PROBE_INTERVAL
+#: notices its return within a fraction of a second; SSH is attempted only once it answers.
+#: After PROBE_SLOW_AFTER seconds down, probes are spaced PROBE_INTERVAL_SLOW apart.
+PROBE_INTERVAL, PROBE_INTERVAL_SLOW, PROBE_SLOW_AFTER = 0.25, 2.0, 120.0
+#: At most this many probes in flight (each keeps retransmitting its SYN until closed).
+PROBE_MAX_PENDING = 8
+#: Once the host answers, the SSH connection gets a normal timeout: a short one would never
+#: succeed over a slow link (handshake plus authentication take several round trips).
+RECONNECT_TIMEOUT = 10.0
+#: Backoff between failed SSH attempts to a host that answers TCP (sshd down, host booting).
+BACKOFF_START, BACKOFF_CAP = 0.5, 5.0
+#: How often the supervisor looks at the connection (a dead link itself is noticed by the
+#: kernel: TCP_USER_TIMEOUT with SSH keepalives, see ssh_connect).
+SUPERVISE_POLL = 0.2
+#: How often "still down" is repeated while waiting for the host.
+REPORT_EVERY = 30.0
+#: Consecutive authentication failures after which reconnecting stops (needs the user).
+AUTH_FAILURES_FATAL = 3
 
 
 @dataclasses.dataclass
@@ -104,8 +121,12 @@ class Session:
         self.runtime: dict[str, t.Any] = {}
 
     # -- one attach ----------------------------------------------------
-    def attach(self, quiet: bool = False) -> dict[str, t.Any]:
-        """Connect, check the remote package, start or re-attach; point the forward at it."""
+    def attach(self, quiet: bool = False, check_version: bool = True) -> dict[str, t.Any]:
+        """Connect, check the remote package, start or re-attach; point the forward at it.
+
+        Reconnects skip the version check (done at start; it costs a remote interpreter
+        start): `ensure` alone re-attaches, and restarts the runtime if it is gone.
+        """
         ui = UI(quiet=True) if quiet else self.ui
         options = ConnectOptions(
             accept_new_host_key=self.opts.accept_new_host_key,
@@ -124,15 +145,16 @@ class Session:
                     self.opts.remote_uv,
                 ),
             )
-            with ui.step("checking the remote package"):
-                try:
-                    agent.check_version()
-                except CompanionError as e:
-                    if e.exit_code != 7 or not self.opts.install:
-                        raise
-                    ui.info(f"  {e}; installing...")
-                    agent.install(self.opts.wheel)
-                    agent.check_version()
+            if check_version:
+                with ui.step("checking the remote package"):
+                    try:
+                        agent.check_version()
+                    except CompanionError as e:
+                        if e.exit_code != 7 or not self.opts.install:
+                            raise
+                        ui.info(f"  {e}; installing...")
+                        agent.install(self.opts.wheel)
+                        agent.check_version()
             request = {
                 "profile": self.opts.profile,
                 "token": self.token,
@@ -192,35 +214,48 @@ class Session:
 
     def supervise(self) -> None:
         """Keep the tunnel up until stopped: notice a dead link and heal it."""
-        while not self.stop_event.wait(0.5):
+        while not self.stop_event.wait(SUPERVISE_POLL):
             if self.conn is not None and self.conn.is_active():
                 continue
             self._heal()
 
     def _heal(self) -> None:
+        """Reconnect until the runtime answers through the local port again.
+
+        The local port keeps listening throughout; connections accepted meanwhile wait for
+        the new link (see Forwarder). Each round: wait until the first hop answers TCP
+        (probes, no SSH traffic into a dead network), connect, re-attach to the runtime
+        (or start it again if the host rebooted), then verify through the forward as Colab
+        will use it.
+        """
         lost = time.monotonic()
         self.ui.event(f"connection to {self.target.describe()} lost; reconnecting")
         self.link.set(None, None)
         if self.conn is not None:
             self.conn.close()
         delay = BACKOFF_START
-        attempt = 0
+        attempt = auth_failures = 0
         while not self.stop_event.is_set():
+            if not self._wait_reachable(lost):
+                return  # stopped
             attempt += 1
             try:
-                self.attach(quiet=True)
+                self.attach(quiet=True, check_version=False)
                 verify_chain(
                     self.opts.port if self.forwarder is None else self.forwarder.port, self.token
                 )
-            except (HostKeyError, AuthError):
-                raise  # security and credential problems need the user, not a retry
-            except CompanionError as e:
-                if time.monotonic() - lost > self.opts.give_up_after:
-                    raise CompanionError(
-                        f"gave up after {self.opts.give_up_after:.0f} s without a connection"
-                    ) from e
+            except HostKeyError:
+                raise  # a changed host key needs the user, never a retry
+            except (CompanionError, paramiko.SSHException, OSError, EOFError) as e:
+                # A link that drops again during authentication surfaces as an AuthError
+                # too: only a repeated refusal is taken as a credential problem.
+                auth_failures = auth_failures + 1 if isinstance(e, AuthError) else 0
+                if auth_failures >= AUTH_FAILURES_FATAL:
+                    raise
+                self._check_give_up(lost, e)
                 if attempt == 1 or attempt % 10 == 0:
                     self.ui.event(f"still down (attempt {attempt}): {e}")
+                self.link.set(None, None)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
@@ -229,6 +264,32 @@ class Session:
                 f"({'same runtime' if self.runtime.get('reattached') else 'runtime restarted'})"
             )
             return
+
+    def _check_give_up(self, lost: float, cause: Exception | None = None) -> None:
+        if time.monotonic() - lost > self.opts.give_up_after:
+            raise CompanionError(
+                f"gave up after {self.opts.give_up_after:.0f} s without a connection"
+            ) from cause
+
+    def _wait_reachable(self, lost: float) -> bool:
+        """Block until the first hop answers TCP again; False if stopped meanwhile."""
+        hop = flatten_hops(self.target)[0]
+        if hop.proxy_command:
+            return not self.stop_event.is_set()  # nothing to probe: rely on the backoff
+        reported = time.monotonic()
+        while not self.stop_event.is_set():
+            self._check_give_up(lost)
+            down = time.monotonic() - lost
+            interval = PROBE_INTERVAL if down < PROBE_SLOW_AFTER else PROBE_INTERVAL_SLOW
+            if probe_tcp(hop.hostname, hop.port, self.stop_event, interval, REPORT_EVERY):
+                return not self.stop_event.is_set()
+            if time.monotonic() - reported >= REPORT_EVERY:
+                reported = time.monotonic()
+                self.ui.event(
+                    f"still down after {time.monotonic() - lost:.0f} s: "
+                    f"{hop.hostname} port {hop.port} does not answer"
+                )
+        return False
 
     def stop_remote(self) -> None:
         """Stop the remote runtime and its kernels (--stop-on-exit)."""
@@ -252,6 +313,76 @@ class Session:
         self.link.set(None, None)
         if self.conn is not None:
             self.conn.close()
+
+
+#: connect_ex results meaning "handshake under way" (POSIX, and Windows' WSAEWOULDBLOCK).
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035}
+
+
+def probe_tcp(
+    host: str, port: int, stop: threading.Event, interval: float, duration: float
+) -> bool:
+    """True as soon as host:port completes a TCP handshake or refuses (the host is back).
+
+    A new non-blocking connect starts every `interval` seconds while earlier ones are still
+    pending (a lost SYN is otherwise retried only after 1, 3, 7... s), so the moment the
+    network returns is noticed within about `interval`. False after `duration` seconds or
+    when `stop` is set. Sends nothing but SYNs; every probe socket is closed on return.
+    """
+    end = time.monotonic() + duration
+    try:
+        addrs = [
+            (family, addr)
+            for family, _, _, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ]
+    except (socket.gaierror, UnicodeError):
+        stop.wait(interval)  # no DNS while the network is down: try again later
+        return False
+    pending: list[socket.socket] = []
+    selector = selectors.DefaultSelector()  # (select.select fails on descriptors >= 1024)
+    next_probe = 0.0
+    n = 0
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= end:
+                return False
+            if now >= next_probe:
+                next_probe = now + interval
+                family, addr = addrs[n % len(addrs)]
+                n += 1
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex(addr)
+                if err in (0, errno.ECONNREFUSED):
+                    sock.close()
+                    return True
+                if err in _IN_PROGRESS:
+                    pending.append(sock)
+                    selector.register(sock, selectors.EVENT_WRITE)
+                    if len(pending) > PROBE_MAX_PENDING:
+                        oldest = pending.pop(0)
+                        selector.unregister(oldest)
+                        oldest.close()
+                else:
+                    sock.close()  # no route (yet): the next probe will tell
+            wait = max(0.0, min(next_probe, end) - time.monotonic())
+            if not pending:
+                stop.wait(wait)
+                continue
+            for key, _ in selector.select(wait):
+                sock = t.cast(socket.socket, key.fileobj)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err in (0, errno.ECONNREFUSED):
+                    return True
+                pending.remove(sock)
+                selector.unregister(sock)
+                sock.close()
+        return False
+    finally:
+        selector.close()
+        for sock in pending:
+            sock.close()
 
 
 def open_colab() -> None:

@@ -33,7 +33,13 @@ def verify_chain(port: int, token: str, timeout: float = 15.0) -> dict[str, t.An
         raise CompanionError("the runtime refused the token (revoked? run start again)")
     if code != 200:
         raise CompanionError(f"the runtime's status check answered HTTP {code}")
-    status = json.loads(body)
+    try:
+        status = json.loads(body)
+    except ValueError as e:
+        raise CompanionError(
+            "the runtime's status check answered something other than JSON; is it running "
+            "under `jupyter colabremote serve`?"
+        ) from e
     code, headers, _ = _request(
         port,
         "OPTIONS",
