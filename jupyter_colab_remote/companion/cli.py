@@ -15,7 +15,15 @@ import psutil
 from . import profiles, state
 from .errors import CompanionError
 from .remote import RemoteAgent, python_command
-from .session import Session, StartOptions, colab_url, open_colab, parse_env_file, start_local
+from .session import (
+    Session,
+    StartOptions,
+    colab_url,
+    git_token_from_environment,
+    open_colab,
+    parse_env_file,
+    start_local,
+)
 from .ssh_connect import ConnectOptions, connect
 from .ssh_target import resolve
 from .ui import UI
@@ -68,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="with --install: upload this wheel instead of using an index")
     p.add_argument("--workdir", help="directory on the host that becomes the runtime's root")
     p.add_argument("--env-file", help="KEY=VALUE file: variables for the runtime's kernels")
+    p.add_argument(
+        "--git",
+        metavar="URL[#BRANCH]",
+        help="clone this repository into --workdir (default ~/NAME) or update it on re-attach; "
+        "a token is taken from GIT_TOKEN/GITHUB_TOKEN/GH_TOKEN or ./.env",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON record instead of the URL")
     p.add_argument("--open", action="store_true", help="open Colab in the browser")
     p.add_argument(
@@ -147,6 +161,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         wheel=args.wheel,
         workdir=args.workdir,
         env=parse_env_file(args.env_file) if args.env_file else {},
+        git=args.git,
+        git_token=git_token_from_environment() if args.git else None,
         json=args.json,
         open_browser=args.open,
         stop_on_exit=args.stop_on_exit,

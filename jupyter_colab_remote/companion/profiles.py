@@ -30,7 +30,7 @@ CONFIG_BASENAME = "jupyter_colabremote_config"
 #: Keys a profile may set, all of them `start` options of the same name.
 PROFILE_KEYS = {
     "host", "port", "remote_python", "remote_venv", "remote_conda", "remote_uv",
-    "workdir", "env_file", "accept_new_host_key", "install", "wheel", "give_up_after",
+    "workdir", "env_file", "git", "accept_new_host_key", "install", "wheel", "give_up_after",
 }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import re
 import selectors
 import socket
@@ -24,7 +25,7 @@ from .remote import RemoteAgent, python_command
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
 from .ssh_target import SSHTarget, resolve
 from .ui import UI
-from .verify import verify_chain
+from .verify import report_forward, verify_chain
 
 COLAB_URL = "https://colab.research.google.com/"
 #: While the link is down, a cheap TCP probe (one SYN) of the first hop every PROBE_INTERVAL
@@ -63,6 +64,8 @@ class StartOptions:
     wheel: str | None = None
     workdir: str | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    git: str | None = None
+    git_token: str | None = None
     json: bool = False
     open_browser: bool = False
     stop_on_exit: bool = False
@@ -78,6 +81,23 @@ def token_name() -> str:
 def colab_url(port: int, token: str) -> str:
     """The URL Colab's local-runtime dialog accepts."""
     return f"http://localhost:{port}/?token={token}"
+
+
+#: Where `--git` looks for a token: these variables, in the environment or a local .env file.
+GIT_TOKEN_VARIABLES = ("GIT_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "GITLAB_TOKEN")
+
+
+def git_token_from_environment(env_file: str = ".env") -> str | None:
+    """A git token from the local environment, else from a .env file (never printed)."""
+    for name in GIT_TOKEN_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    if os.path.exists(env_file):
+        values = parse_env_file(env_file)
+        for name in GIT_TOKEN_VARIABLES:
+            if values.get(name):
+                return values[name]
+    return None
 
 
 def parse_env_file(path: str) -> dict[str, str]:
@@ -161,6 +181,8 @@ class Session:
                 "token_name": token_name(),
                 "workdir": self.opts.workdir,
                 "env": self.opts.env,
+                "git": self.opts.git,
+                "git_token": self.opts.git_token,
             }
             with ui.step("starting or re-attaching the runtime"):
                 runtime = agent.call("ensure", request)
@@ -185,6 +207,7 @@ class Session:
                 self.forwarder.start()
             with self.ui.step("verifying (status, CORS preflight, probe)"):
                 verify_chain(self.forwarder.port, self.token)
+                report_forward(self.forwarder.port, self.token, token_name())
         except BaseException:
             self.close()
             raise
@@ -209,6 +232,7 @@ class Session:
             "remote_port": runtime["port"],
             "remote_pid": runtime["pid"],
             "reattached": runtime.get("reattached", False),
+            "workspace": {k: runtime[k] for k in ("git", "head") if k in runtime} or None,
             "state_file": str(state.path_for(record["host"], self.opts.profile)),
         }
 
@@ -241,9 +265,10 @@ class Session:
             attempt += 1
             try:
                 self.attach(quiet=True, check_version=False)
-                verify_chain(
-                    self.opts.port if self.forwarder is None else self.forwarder.port, self.token
-                )
+                port = self.opts.port if self.forwarder is None else self.forwarder.port
+                verify_chain(port, self.token)
+                # A restarted runtime has forgotten the forward; tell it again.
+                report_forward(port, self.token, token_name())
             except HostKeyError:
                 raise  # a changed host key needs the user, never a retry
             except (CompanionError, paramiko.SSHException, OSError, EOFError) as e:
@@ -402,6 +427,8 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
         "token_name": token_name(),
         "workdir": opts.workdir,
         "env": opts.env,
+        "git": opts.git,
+        "git_token": opts.git_token,
         "port": opts.port,
     }
     with ui.step("starting or re-attaching the runtime"):

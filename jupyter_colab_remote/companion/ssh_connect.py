@@ -309,7 +309,10 @@ def _authenticate(hop: SSHTarget, transport: paramiko.Transport, options: Connec
             if _try(lambda: transport.auth_password(user, password)):
                 return
             options.prompter.forget(key)
-    except paramiko.SSHException as e:
+    except (paramiko.SSHException, EOFError, OSError) as e:
+        if not transport.is_active():
+            # The link dropped mid-authentication: a network problem, worth retrying.
+            raise ConnectError(f"connection to {hop.describe()} lost while authenticating") from e
         raise AuthError(f"authentication to {hop.describe()} failed: {e}") from e
     raise AuthError(
         f"authentication to {hop.describe()} failed (tried: {', '.join(tried) or 'nothing'}; "

@@ -62,3 +62,27 @@ def verify_chain(port: int, token: str, timeout: float = 15.0) -> dict[str, t.An
     if code != 200 or not body.startswith(b")]}'"):
         raise CompanionError(f"Colab's probe /api/colab/build-info answered HTTP {code}")
     return status
+
+
+def report_forward(port: int, token: str, client: str, timeout: float = 10.0) -> None:
+    """Tell the runtime which local port Colab uses (the launcher panel shows that URL)."""
+    body = json.dumps({"local_port": port, "client": client})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            "PUT",
+            "/colabremote/api/forward",
+            body=body,
+            headers={
+                "Host": f"localhost:{port}",
+                "Authorization": f"token {token}",
+                "Content-Type": "application/json",
+            },
+        )
+        code = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as e:
+        raise CompanionError(f"could not report the forward to the runtime: {e}") from e
+    finally:
+        conn.close()
+    if code not in (200, 204):
+        raise CompanionError(f"the runtime refused the forward report (HTTP {code})")
