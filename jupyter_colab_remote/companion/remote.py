@@ -106,9 +106,15 @@ class RemoteAgent:
             spec = shlex.quote(remote_wheel)
         else:
             spec = shlex.quote(f"jupyter-colab-remote=={__version__}")
+        # The venv is made by the interpreter the user chose (python3 by default) and sees
+        # its packages (torch, jax...), so kernels keep the user's libraries.
+        base = shlex.join(self.prefix)
         script = (
-            f'set -e; [ -x {py} ] || python3 -m venv --system-site-packages "{venv}"; '
-            f"{py} -m pip install --quiet --disable-pip-version-check {spec}"
+            f'set -e; [ -x {py} ] || {base} -m venv --system-site-packages "{venv}"; '
+            # The package itself goes into the venv even if the base interpreter has a copy;
+            # then its dependencies, from the base's site packages where they are already.
+            f"{py} -m pip install -q --disable-pip-version-check --ignore-installed --no-deps "
+            f"{spec}; {py} -m pip install -q --disable-pip-version-check {spec}"
         )
         rc, _, err = self.conn.run(f"sh -c {shlex.quote(script)}", timeout=900)
         if rc != 0:

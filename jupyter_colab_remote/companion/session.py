@@ -139,6 +139,18 @@ class Session:
         record = state.load(opts.host, opts.profile) or {}
         self.token: str = record.get("token") or new_secret()
         self.runtime: dict[str, t.Any] = {}
+        self.installed_prefix: list[str] | None = None
+
+    def python_prefix(self) -> list[str]:
+        """The remote interpreter: the one --install made, else the one the user chose."""
+        if self.installed_prefix:
+            return self.installed_prefix
+        return python_command(
+            self.opts.remote_python,
+            self.opts.remote_venv,
+            self.opts.remote_conda,
+            self.opts.remote_uv,
+        )
 
     # -- one attach ----------------------------------------------------
     def attach(self, quiet: bool = False, check_version: bool = True) -> dict[str, t.Any]:
@@ -156,15 +168,7 @@ class Session:
         with ui.step(f"connecting to {self.target.describe()}"):
             conn = connect(self.target, options)
         try:
-            agent = RemoteAgent(
-                conn,
-                python_command(
-                    self.opts.remote_python,
-                    self.opts.remote_venv,
-                    self.opts.remote_conda,
-                    self.opts.remote_uv,
-                ),
-            )
+            agent = RemoteAgent(conn, self.python_prefix())
             if check_version:
                 with ui.step("checking the remote package"):
                     try:
@@ -174,6 +178,8 @@ class Session:
                             raise
                         ui.info(f"  {e}; installing...")
                         agent.install(self.opts.wheel)
+                        # From now on (reconnects, stop) use the venv just made.
+                        self.installed_prefix = agent.prefix
                         agent.check_version()
             request = {
                 "profile": self.opts.profile,
@@ -321,15 +327,7 @@ class Session:
         if self.conn is None or not self.conn.is_active():
             self.attach(quiet=True)
         assert self.conn is not None
-        RemoteAgent(
-            self.conn,
-            python_command(
-                self.opts.remote_python,
-                self.opts.remote_venv,
-                self.opts.remote_conda,
-                self.opts.remote_uv,
-            ),
-        ).call("stop", {"profile": self.opts.profile})
+        RemoteAgent(self.conn, self.python_prefix()).call("stop", {"profile": self.opts.profile})
 
     def close(self) -> None:
         """Close the forward and the SSH connection; the remote runtime keeps running."""
