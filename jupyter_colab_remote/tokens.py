@@ -70,6 +70,17 @@ class TokenRecord:
         }
 
 
+def new_record(name: str, secret: str, expires_in: float | None = None) -> TokenRecord:
+    """A fresh record (new rotation generation) holding the hash of `secret`."""
+    now = time.time()
+    return TokenRecord(
+        name=name,
+        hash=hash_token(secret),
+        created=now,
+        expires=now + expires_in if expires_in else None,
+    )
+
+
 def valid_name(name: str) -> str:
     """Check a token name; names appear in URLs and tables, so keep them simple."""
     if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
@@ -206,12 +217,7 @@ class TokenStore:
                 raise TokenError(
                     f"a token named {name!r} exists already; rotate or revoke it instead"
                 )
-            records[name] = TokenRecord(
-                name=name,
-                hash=hash_token(secret),
-                created=time.time(),
-                expires=time.time() + expires_in if expires_in else None,
-            )
+            records[name] = new_record(name, secret, expires_in)
             self._write_file(records)
         return secret
 
@@ -223,12 +229,7 @@ class TokenStore:
             if old is None:
                 raise TokenError(f"no token named {name!r} (see: jupyter colabremote token list)")
             secret = new_secret()
-            records[name] = TokenRecord(
-                name=name,
-                hash=hash_token(secret),
-                created=time.time(),
-                expires=time.time() + expires_in if expires_in else None,
-            )
+            records[name] = new_record(name, secret, expires_in)
             self._write_file(records)
         return secret
 
@@ -242,7 +243,7 @@ class TokenStore:
             old = records.get(name)
             if old is not None and hmac.compare_digest(old.hash, hash_token(secret)):
                 return
-            records[name] = TokenRecord(name=name, hash=hash_token(secret), created=time.time())
+            records[name] = new_record(name, secret)
             self._write_file(records)
 
     def revoke(self, name: str) -> None:
