@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def wheel(tmp_path_factory) -> Path:
     """This checkout built as a wheel (what a user uploads to a host without index access)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(out), str(ROOT)],
-        check=True, timeout=600, capture_output=True,
+        timeout=600, capture_output=True, text=True,
     )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
     (path,) = out.glob("jupyter_colab_remote-*.whl")
     return path
 
