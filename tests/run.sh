@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(chromium chromium-driver openssh-server openssh-client iproute2)
+# podman with runc and slirp4netns: tests/test_container.py (a private podman, user-mode ports).
+apt_packages=(chromium chromium-driver openssh-server openssh-client iproute2
+  podman runc slirp4netns)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

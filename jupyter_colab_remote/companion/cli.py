@@ -14,6 +14,7 @@ import psutil
 
 from . import profiles, state
 from .errors import CompanionError
+from .gateway import check_gateway_url, gateway_token_from_environment
 from .remote import RemoteAgent, python_command
 from .session import (
     Session,
@@ -56,6 +57,20 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remote-uv", action="store_true", default=None, help="run through `uv run`")
 
 
+def add_container_arguments(p: argparse.ArgumentParser) -> None:
+    """`--image` and its options: Colab's runtime image in a container on the host."""
+    g = p.add_argument_group("container (instead of the native runtime)")
+    g.add_argument(
+        "--image",
+        help="run this container image on the host, e.g. "
+        "us-docker.pkg.dev/colab-images/public/runtime (pulled if missing)",
+    )
+    g.add_argument("--gpus", metavar="all|0,1", help="GPUs to pass into the container")
+    g.add_argument(
+        "--engine", choices=("docker", "podman"), help="default: podman or docker on the host"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the companion commands."""
     parser = OneLineParser(prog="jupyter colabremote")
@@ -82,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clone this repository into --workdir (default ~/NAME) or update it on re-attach; "
         "a token is taken from GIT_TOKEN/GITHUB_TOKEN/GH_TOKEN or ./.env",
     )
+    p.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        help="run kernels on this Jupyter Kernel/Enterprise Gateway (as the host reaches it); "
+        "its token is taken from COLABREMOTE_GATEWAY_TOKEN/JUPYTER_GATEWAY_AUTH_TOKEN or ./.env",
+    )
+    add_container_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON record instead of the URL")
     p.add_argument("--open", action="store_true", help="open Colab in the browser")
     p.add_argument(
@@ -108,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check every hop to a host and suggest a fix")
     p.add_argument("host")
     add_connection_arguments(p)
+    add_container_arguments(p)
 
     p = sub.add_parser("url", help="print the Colab URL of a connection again")
     p.add_argument("host", nargs="?")
@@ -163,6 +186,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         env=parse_env_file(args.env_file) if args.env_file else {},
         git=args.git,
         git_token=git_token_from_environment() if args.git else None,
+        gateway_url=check_gateway_url(args.gateway_url) if args.gateway_url else None,
+        gateway_token=gateway_token_from_environment() if args.gateway_url else None,
+        image=args.image,
+        gpus=args.gpus,
+        engine=args.engine,
         json=args.json,
         open_browser=args.open,
         stop_on_exit=args.stop_on_exit,
@@ -201,10 +229,13 @@ def cmd_start(args: argparse.Namespace) -> int:
 def _check_local_port(opts: StartOptions) -> None:
     """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
     unless this profile's runtime is already running (it is re-attached, whatever its port)."""
+    from ..server import container
     from ..server.remote_agent import runtime_for
     from .forwarder import bind_local
 
-    if runtime_for(opts.profile) is None:
+    if runtime_for(opts.profile) is None and not (
+        opts.image and container.running_for(opts.profile)
+    ):
         bind_local(opts.port).close()
 
 
@@ -220,7 +251,12 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
         f"  VS Code -> Select Kernel -> Existing Jupyter Server: "
         f"http://localhost:{port}/?token={token}\n"
         f"  ({'re-attached to the running runtime' if record['reattached'] else 'new runtime'}"
-        f", remote pid {record['remote_pid']})\n",
+        + (
+            f": container {record['container']}, {record['image']}"
+            if record.get("mode") == "container"
+            else ""
+        )
+        + f", remote pid {record['remote_pid']})\n",
         flush=True,
     )
 
@@ -274,7 +310,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
         from ..server import remote_agent
 
         result = remote_agent.stop({"profile": args.profile})
-    if result.get("stopped"):
+    if result.get("container"):
+        print(
+            f"removed the container {result['container']} ({result['image']}) on "
+            f"{args.host or 'this machine'}" + ("; tunnel closed" if tunnel else "")
+        )
+    elif result.get("stopped"):
         print(
             f"stopped the runtime on {args.host or 'this machine'} "
             f"(pid {result['pid']}, {result['processes']} processes)"
@@ -314,7 +355,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.host:
         agent = _agent(args)
         try:
-            out["runtimes"] = agent.call("status")["runtimes"]
+            answer = agent.call("status")
+            out["runtimes"] = answer["runtimes"]
+            out["containers"] = answer.get("containers", [])
         finally:
             agent.conn.close()
     if args.json:
@@ -331,7 +374,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  runtime profile={rt.get('profile')} pid={rt['pid']} port={rt['port']} "
             f"up {age / 60:.0f} min, root {rt.get('root_dir')}"
         )
-    if not out["tunnels"] and not out.get("runtimes"):
+    for c in out.get("containers", []):
+        up = f"up {c['uptime'] / 60:.0f} min" if c.get("uptime") is not None else c.get("state")
+        gpus = ", ".join(c.get("gpu_names") or []) or c.get("gpus") or "none"
+        print(
+            f"  container profile={c.get('profile')} {c.get('container')} ({c.get('engine')}) "
+            f"image {c.get('image')}, {up}, port {c.get('port')}, "
+            f"{c.get('restarts')} restart(s), GPUs: {gpus}"
+        )
+    if not out["tunnels"] and not out.get("runtimes") and not out.get("containers"):
         print("no connections")
     return 0
 

@@ -89,16 +89,29 @@ def run_doctor(args: argparse.Namespace) -> int:
             c.fix = "jupyter colabremote start HOST --install"
             return _report(checks)
 
-        c = check("runtime")
-        runtimes = [r for r in agent.call("status")["runtimes"] if r.get("profile") == args.profile]
-        if not runtimes:
-            c.ok, c.detail = False, f"no runtime running for profile {args.profile!r}"
-            c.fix = f"jupyter colabremote start {args.host}"
-            return _report(checks)
-        rt = runtimes[0]
-        c.ok, c.detail = True, f"pid {rt['pid']} on remote port {rt['port']}"
-
         record = state.load(args.host, args.profile) or {}
+        image = getattr(args, "image", None) or record.get("image")
+        if image:  # Colab's image in a container: engine, image, GPUs, container, port
+            request = {"profile": args.profile, "image": image, "gpus": args.gpus}
+            request["engine"] = args.engine or record.get("engine")
+            for item in agent.call("container-doctor", request)["checks"]:
+                c = check(item["name"])
+                c.ok, c.detail = item["ok"], item["detail"]
+                c.fix = item["fix"].replace(" HOST", f" {args.host}")
+                if not c.ok:
+                    return _report(checks)
+        else:
+            c = check("runtime")
+            runtimes = [
+                r for r in agent.call("status")["runtimes"] if r.get("profile") == args.profile
+            ]
+            if not runtimes:
+                c.ok, c.detail = False, f"no runtime running for profile {args.profile!r}"
+                c.fix = f"jupyter colabremote start {args.host}"
+                return _report(checks)
+            rt = runtimes[0]
+            c.ok, c.detail = True, f"pid {rt['pid']} on remote port {rt['port']}"
+
         c = check("local forward")
         port = record.get("local_port")
         if not port or not state.companion_alive(record):
@@ -109,7 +122,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
         c = check("token and Colab origin")
         try:
-            verify_chain(int(port), record["token"], timeout=10)
+            verify_chain(int(port), record["token"], timeout=10, mode=record.get("mode", "native"))
             c.ok, c.detail = True, "token accepted; Colab's preflight and probe pass"
         except CompanionError as e:
             c.ok, c.detail = False, str(e)

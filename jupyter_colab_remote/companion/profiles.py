@@ -31,6 +31,7 @@ CONFIG_BASENAME = "jupyter_colabremote_config"
 PROFILE_KEYS = {
     "host", "port", "remote_python", "remote_venv", "remote_conda", "remote_uv",
     "workdir", "env_file", "git", "accept_new_host_key", "install", "wheel", "give_up_after",
+    "gateway_url", "image", "gpus", "engine",
 }  # fmt: skip
 
 
@@ -42,7 +43,8 @@ class ColabRemoteCompanion(Configurable):
         config=True,
         help="Named connections: {'gpu-box': {'host': 'me@host', 'port': 9001, ...}}; keys are "
         "start's options (host, port, remote_python, remote_venv, remote_conda, remote_uv, "
-        "workdir, env_file, accept_new_host_key, install, wheel, give_up_after).",
+        "workdir, env_file, accept_new_host_key, install, wheel, give_up_after, gateway_url, "
+        "image, gpus, engine).",
     )
     default_profile = Unicode(
         "", config=True, help="Profile used by `start` when no host is given (empty: none)."

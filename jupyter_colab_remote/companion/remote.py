@@ -7,6 +7,7 @@ import shlex
 import typing as t
 
 from .. import __version__
+from ..server.container import PROGRESS_PREFIX
 from .errors import CompanionError
 from .ssh_connect import SSHConnection
 
@@ -54,12 +55,26 @@ class RemoteAgent:
         self.conn = conn
         self.prefix = prefix
 
-    def call(self, action: str, request: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
-        """Run one action and return its JSON answer, or raise a one-line error."""
+    def call(
+        self,
+        action: str,
+        request: dict[str, t.Any] | None = None,
+        progress: t.Callable[[str], None] | None = None,
+        timeout: float = 90.0,
+    ) -> dict[str, t.Any]:
+        """Run one action and return its JSON answer, or raise a one-line error.
+
+        `progress` receives the agent's progress lines (e.g. an image pull) as they come.
+        """
         argv = [*self.prefix, "-m", "jupyter_colab_remote", "remote", action]
         command = shlex.join(argv)
         payload = (json.dumps(request or {}) + "\n").encode()
-        rc, out, err = self.conn.run(command, payload)
+
+        def on_stderr(line: str) -> None:
+            if progress is not None and line.startswith(PROGRESS_PREFIX):
+                progress(line[len(PROGRESS_PREFIX) :])
+
+        rc, out, err = self.conn.run(command, payload, timeout=timeout, on_stderr_line=on_stderr)
         lines = [line for line in out.splitlines() if line.startswith("{")]
         if lines:
             try:
@@ -68,7 +83,10 @@ class RemoteAgent:
                 answer = None
             if isinstance(answer, dict):
                 if not answer.get("ok"):
-                    raise CompanionError(f"on {self.conn.target.alias}: {answer.get('error')}")
+                    raise CompanionError(
+                        f"on {self.conn.target.alias}: {answer.get('error')}",
+                        exit_code=answer.get("exit_code"),
+                    )
                 return answer
         where = f"{describe_python(self.prefix)} on {self.conn.target.alias}"
         if "No module named jupyter_colab_remote" in err or "No module named" in err:

@@ -16,10 +16,12 @@ import webbrowser
 import paramiko
 import psutil
 
+from ..server import container
 from ..tokens import new_secret
 from . import state
 from .errors import AuthError, CompanionError, HostKeyError
 from .forwarder import Forwarder, Link
+from .gateway import gateway_warning
 from .prompts import Prompter
 from .remote import RemoteAgent, python_command
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
@@ -66,6 +68,11 @@ class StartOptions:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     git: str | None = None
     git_token: str | None = None
+    gateway_url: str | None = None
+    gateway_token: str | None = None
+    image: str | None = None
+    gpus: str | None = None
+    engine: str | None = None
     json: bool = False
     open_browser: bool = False
     stop_on_exit: bool = False
@@ -76,6 +83,25 @@ def token_name() -> str:
     """The name this machine's token has in the remote store."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "laptop"
     return f"companion-{host}"
+
+
+#: `ensure` for a container may pull Colab's image first (several GB).
+CONTAINER_ENSURE_TIMEOUT = 3900.0
+
+
+def container_request(opts: StartOptions) -> dict[str, t.Any]:
+    """The ensure request's container fields (`--image`: Colab's image in a container)."""
+    if not opts.image:
+        return {}
+    return {"image": opts.image, "gpus": opts.gpus, "engine": opts.engine}
+
+
+def container_record(runtime: dict[str, t.Any]) -> dict[str, t.Any]:
+    """What a record keeps of the runtime's mode (a container, or the native `serve`)."""
+    fields = ("container", "image", "engine", "gpus")
+    if runtime.get("mode") != "container":
+        return {"mode": "native", **dict.fromkeys(fields)}
+    return {"mode": "container", **{k: runtime.get(k) for k in fields}}
 
 
 def colab_url(port: int, token: str) -> str:
@@ -189,9 +215,14 @@ class Session:
                 "env": self.opts.env,
                 "git": self.opts.git,
                 "git_token": self.opts.git_token,
+                "gateway_url": self.opts.gateway_url,
+                "gateway_token": self.opts.gateway_token,
+                **container_request(self.opts),
             }
             with ui.step("starting or re-attaching the runtime"):
-                runtime = agent.call("ensure", request)
+                # A container may first need its image pulled: show the pull as it goes.
+                timeout = CONTAINER_ENSURE_TIMEOUT if self.opts.image else 90.0
+                runtime = agent.call("ensure", request, progress=ui.info, timeout=timeout)
         except BaseException:
             conn.close()
             raise
@@ -199,6 +230,8 @@ class Session:
         if old is not None:
             old.close()
         self.runtime = runtime
+        if runtime.get("mode") == "container":
+            self.token = runtime["token"]  # the image's own token (it cannot be chosen)
         self.link.set(conn.transport, ("127.0.0.1", int(runtime["port"])))
         return runtime
 
@@ -212,11 +245,16 @@ class Session:
             with self.ui.step(f"forwarding localhost:{self.forwarder.port}"):
                 self.forwarder.start()
             with self.ui.step("verifying (status, CORS preflight, probe)"):
-                verify_chain(self.forwarder.port, self.token)
-                report_forward(self.forwarder.port, self.token, token_name())
+                mode = runtime.get("mode", "native")
+                status = verify_chain(self.forwarder.port, self.token, mode=mode)
+                if mode == "native":
+                    report_forward(self.forwarder.port, self.token, token_name())
         except BaseException:
             self.close()
             raise
+        warning = gateway_warning(status)
+        if warning:
+            self.ui.info(warning)
         me = psutil.Process()
         record = state.update(
             self.opts.host or "local",
@@ -229,6 +267,7 @@ class Session:
             remote_pid=runtime["pid"],
             companion_pid=me.pid,
             companion_started=me.create_time(),
+            **container_record(runtime),
         )
         return {
             "url": colab_url(self.forwarder.port, self.token),
@@ -239,6 +278,8 @@ class Session:
             "remote_pid": runtime["pid"],
             "reattached": runtime.get("reattached", False),
             "workspace": {k: runtime[k] for k in ("git", "head") if k in runtime} or None,
+            "gateway_url": runtime.get("gateway_url"),
+            **container_record(runtime),
             "state_file": str(state.path_for(record["host"], self.opts.profile)),
         }
 
@@ -270,11 +311,17 @@ class Session:
                 return  # stopped
             attempt += 1
             try:
+                token = self.token
                 self.attach(quiet=True, check_version=False)
                 port = self.opts.port if self.forwarder is None else self.forwarder.port
-                verify_chain(port, self.token)
-                # A restarted runtime has forgotten the forward; tell it again.
-                report_forward(port, self.token, token_name())
+                mode = self.runtime.get("mode", "native")
+                verify_chain(port, self.token, mode=mode)
+                if mode == "native":
+                    # A restarted runtime has forgotten the forward; tell it again.
+                    report_forward(port, self.token, token_name())
+                elif self.token != token:
+                    state.update(self.opts.host or "local", self.opts.profile, token=self.token)
+                    self.ui.event("the container printed a new token; `url` shows the new URL")
             except HostKeyError:
                 raise  # a changed host key needs the user, never a retry
             except (CompanionError, paramiko.SSHException, OSError, EOFError) as e:
@@ -427,16 +474,25 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
         "env": opts.env,
         "git": opts.git,
         "git_token": opts.git_token,
+        "gateway_url": opts.gateway_url,
+        "gateway_token": opts.gateway_token,
         "port": opts.port,
+        **container_request(opts),
     }
+    container.progress_sink = ui.info
     with ui.step("starting or re-attaching the runtime"):
         try:
             runtime = remote_agent.ensure(request)
-        except remote_agent.AgentError as e:
-            raise CompanionError(str(e)) from e
+        except (remote_agent.AgentError, container.ContainerError) as e:
+            raise CompanionError(str(e), exit_code=getattr(e, "exit_code", None)) from e
     port = int(runtime["port"])
+    if runtime.get("mode") == "container":
+        token = runtime["token"]
     with ui.step("verifying (status, CORS preflight, probe)"):
-        verify_chain(port, token)
+        status = verify_chain(port, token, mode=runtime.get("mode", "native"))
+    warning = gateway_warning(status)
+    if warning:
+        ui.info(warning)
     state.update(
         "local",
         opts.profile,
@@ -446,6 +502,7 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
         local_port=port,
         remote_port=port,
         remote_pid=runtime["pid"],
+        **container_record(runtime),
     )
     return {
         "url": colab_url(port, token),
@@ -455,5 +512,6 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
         "remote_port": port,
         "remote_pid": runtime["pid"],
         "reattached": runtime.get("reattached", False),
+        **container_record(runtime),
         "state_file": str(state.path_for("local", opts.profile)),
     }

@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -78,8 +79,16 @@ class SSHConnection:
         for t in reversed(self.transports):
             t.close()
 
-    def run(self, command: str, stdin: bytes = b"", timeout: float = 90.0) -> tuple[int, str, str]:
+    def run(
+        self,
+        command: str,
+        stdin: bytes = b"",
+        timeout: float = 90.0,
+        on_stderr_line: Callable[[str], None] | None = None,
+    ) -> tuple[int, str, str]:
         """Run a command on the target; feed `stdin` (how secrets travel); return rc, out, err.
+
+        `on_stderr_line` sees each complete stderr line as it arrives (progress reports).
 
         Running a command also makes sshd turn TCP_NODELAY on for the whole connection
         (a forward-only connection stays at ~48 ms per round trip).
@@ -91,12 +100,18 @@ class SSHConnection:
                 chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
+            seen = 0  # stderr bytes already passed to on_stderr_line
             deadline = time.monotonic() + timeout
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
+                    if on_stderr_line is not None:
+                        *lines, pending = err[seen:].split(b"\n")
+                        seen = len(err) - len(pending)
+                        for line in lines:
+                            on_stderr_line(line.decode(errors="replace"))
                 elif chan.exit_status_ready() and not chan.recv_ready():
                     break
                 else:
@@ -110,6 +125,9 @@ class SSHConnection:
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
+            if on_stderr_line is not None:
+                for line in err[seen:].splitlines():
+                    on_stderr_line(line.decode(errors="replace"))
             return (
                 chan.recv_exit_status(),
                 out.decode(errors="replace"),

@@ -25,8 +25,15 @@ def _request(
         conn.close()
 
 
-def verify_chain(port: int, token: str, timeout: float = 15.0) -> dict[str, t.Any]:
-    """Authenticated status, Colab's CORS preflight and its build-info probe; return status."""
+def verify_chain(
+    port: int, token: str, timeout: float = 15.0, mode: str = "native"
+) -> dict[str, t.Any]:
+    """Authenticated status, Colab's CORS preflight and its build-info probe; return status.
+
+    `mode="container"`: the runtime is Colab's image (plain Jupyter), see verify_container.
+    """
+    if mode == "container":
+        return verify_container(port, token, timeout)
     auth = {"Authorization": f"token {token}"}
     code, _, body = _request(port, "GET", "/colabremote/api/status", auth, timeout)
     if code == 403:
@@ -62,6 +69,48 @@ def verify_chain(port: int, token: str, timeout: float = 15.0) -> dict[str, t.An
     if code != 200 or not body.startswith(b")]}'"):
         raise CompanionError(f"Colab's probe /api/colab/build-info answered HTTP {code}")
     return status
+
+
+def verify_container(port: int, token: str, timeout: float = 15.0) -> dict[str, t.Any]:
+    """The same chain for a container running Colab's image, with what that image serves.
+
+    Its Jupyter knows nothing of /colabremote/api/status: the token is checked on
+    /api/kernelspecs, Colab's origin on that path's CORS preflight (the image allows it with
+    `allow_origin_pat`), and /api/colab/build-info only if the image serves it (Colab's does,
+    through its own server extension; a plain Jupyter image answers 404).
+    """
+    auth = {"Authorization": f"token {token}"}
+    code, _, body = _request(port, "GET", "/api/kernelspecs", auth, timeout)
+    if code == 403:
+        raise CompanionError(
+            "the container refused its token (restarted with a new one? run start)"
+        )
+    try:
+        specs = json.loads(body)["kernelspecs"] if code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        specs = None
+    if not isinstance(specs, dict):
+        raise CompanionError(f"the container's /api/kernelspecs answered HTTP {code}, not Jupyter")
+    preflight = {
+        "Origin": COLAB_ORIGIN,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    code, headers, _ = _request(port, "OPTIONS", "/api/kernelspecs", preflight, timeout)
+    if headers.get("access-control-allow-origin") not in (COLAB_ORIGIN, "*"):
+        raise CompanionError(
+            f"the container's Jupyter does not allow Colab's origin (preflight answered HTTP "
+            f"{code}); start it with --ServerApp.allow_origin_pat='https://colab\\.(sandbox|"
+            "research)\\.google\\.com' --ServerApp.allow_credentials=True"
+        )
+    code, _, body = _request(
+        port, "GET", "/api/colab/build-info", {**auth, "Origin": COLAB_ORIGIN}, timeout
+    )
+    if code == 200 and not body.startswith(b")]}'"):
+        raise CompanionError("the container's /api/colab/build-info lacks Colab's )]}' prefix")
+    if code not in (200, 404):
+        raise CompanionError(f"Colab's probe /api/colab/build-info answered HTTP {code}")
+    return {"mode": "container", "kernelspecs": sorted(specs), "build_info": code == 200}
 
 
 def report_forward(port: int, token: str, client: str, timeout: float = 10.0) -> None:

@@ -15,7 +15,7 @@ from traitlets import Bool, Integer, List, Unicode, default
 from .. import __version__
 from ..errors import StartError
 from ..tokens import TokenError, TokenStore, default_token_file
-from . import log_scrub
+from . import gateway, kernel_ports, log_scrub
 from .colab_handlers import COLAB_HANDLERS
 from .identity import POLICY_SETTING, STORE_SETTING, TokenStoreIdentityProvider
 from .kernel_ws import KERNEL_WS_HANDLERS
@@ -154,6 +154,7 @@ class ColabRemoteApp(ExtensionApp):
         self.token_store = TokenStore(self.token_file)
         self.settings[STORE_SETTING] = self.token_store
         if self.colab_policy_active():
+            kernel_ports.install(self)  # kernels that survive a port collision at start-up
             policy = OriginPolicy(self.allowed_origin_pattern, list(self.extra_allowed_origins))
             self.settings[POLICY_SETTING] = policy
             self.serverapp.web_app.transforms.append(make_cors_transform(policy))
@@ -162,6 +163,8 @@ class ColabRemoteApp(ExtensionApp):
                 "colabremote: Colab endpoints added; Colab access itself is enabled only "
                 "under `jupyter colabremote serve`."
             )
+        # Kernels on a Jupyter gateway (--GatewayClient.url): readable errors, fast relay.
+        gateway.install(self)
         km = self.serverapp.kernel_manager
         if self.cull_idle_timeout > 0:
             km.cull_idle_timeout = self.cull_idle_timeout
@@ -211,6 +214,7 @@ class ColabRemoteApp(ExtensionApp):
             "root_dir": sa.root_dir,
             "token_file": self.token_file,
             "started": self.started_at,
+            "gateway_url": gateway.public_url(getattr(sa.gateway_config, "url", None)),
         }
 
     def ensure_token(self) -> str | None:

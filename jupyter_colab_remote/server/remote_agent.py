@@ -24,6 +24,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from .. import __version__
 from ..tokens import TokenError, TokenStore, default_token_file
+from . import container, gateway_launch
 from .runtime_file import running_servers
 from .workspace import WorkspaceError, split_git_spec, sync_repository
 
@@ -95,9 +96,11 @@ def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
     if workdir:
         args.append(f"--ServerApp.root_dir={workdir}")
     args += [str(a) for a in request.get("serve_args", [])]
+    args += gateway_launch.serve_args(request)  # kernels on a gateway: its URL, never its token
     # Variables for the kernels (e.g. from --env-file) go through the environment,
     # never onto the command line or into a file.
     env = {**os.environ, **{str(k): str(v) for k, v in request.get("env", {}).items()}}
+    env.update(gateway_launch.serve_env(request))
     log = log_path(profile)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -133,7 +136,14 @@ def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
     with profile_lock(profile):
         workspace = sync_workspace(request)
         info = runtime_for(profile)
+        if request.get("image"):  # Colab's image in a container, not `serve` (container.py)
+            return {**container.ensure(request, info), **workspace}
+        if info is None and container.running_for(profile):
+            raise AgentError(f"profile {profile!r} runs a container here; stop it first")
         if info is not None:
+            conflict = gateway_launch.mismatch(info, request, profile)
+            if conflict:
+                raise AgentError(conflict)
             register_token(info["token_file"], request)
             return {**info, **workspace, "reattached": True, "log": str(log_path(profile))}
         return {**start_runtime(profile, request), **workspace}
@@ -160,6 +170,9 @@ def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
     """Stop the profile's runtime and every kernel it started; leave no orphans."""
     profile = request.get("profile", "default")
     with profile_lock(profile):
+        removed = container.stop(request)  # a profile runs a container or `serve`, not both
+        if removed:
+            return removed
         info = runtime_for(profile)
         if info is None:
             return {"stopped": False}
@@ -184,7 +197,7 @@ def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
 
 def status(request: dict[str, t.Any]) -> dict[str, t.Any]:
     """The runtimes running for this user (all profiles)."""
-    return {"runtimes": running_servers()}
+    return {"runtimes": running_servers(), "containers": container.status(request)}
 
 
 def info(request: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -197,6 +210,7 @@ ACTIONS: dict[str, t.Callable[[dict[str, t.Any]], dict[str, t.Any]]] = {
     "ensure": ensure,
     "stop": stop,
     "status": status,
+    "container-doctor": container.doctor,
 }
 
 
@@ -209,6 +223,9 @@ def main(argv: list[str]) -> int:
         raw = sys.stdin.readline() if not sys.stdin.isatty() else ""
         request = json.loads(raw) if raw.strip() else {}
         result = ACTIONS[argv[0]](request)
+    except container.ContainerError as e:  # the companion exits with its code
+        print(json.dumps({"ok": False, "error": str(e), "exit_code": e.exit_code}), flush=True)
+        return 1
     except (AgentError, TokenError, OSError, ValueError) as e:
         print(json.dumps({"ok": False, "error": str(e)}), flush=True)
         return 1

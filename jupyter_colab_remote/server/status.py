@@ -11,6 +11,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .. import __version__
+from . import gateway as gateway_mod
 from .resources import kernel_memory, resource_stats
 from .token_handlers import live_forwards
 
@@ -44,7 +45,9 @@ class StatusHandler(APIHandler):
     async def get(self) -> None:
         """Return version, uptime, kernels, open connections and resources."""
         app = self.settings["colabremote"]
-        kernels = kernel_records(self.kernel_manager)
+        # With kernels on a gateway: its reachability, and the kernels as it reports them.
+        gateway = await gateway_mod.status(self.serverapp)
+        kernels = gateway.pop("kernels") if gateway else kernel_records(self.kernel_manager)
         self.set_header("Content-Type", "application/json")
         self.finish(
             json.dumps(
@@ -54,6 +57,7 @@ class StatusHandler(APIHandler):
                     "uptime_seconds": round(time.time() - app.started_at, 3),
                     "pid": os.getpid(),
                     "kernels": kernels,
+                    "gateway": gateway,
                     "colab_port": app.colab_port(),
                     "forwards": live_forwards(app.forwards),
                     "connections": {
