@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -95,6 +96,24 @@ def remote_runtime_dir(server) -> Path:
 # 1. start -> URL -> code; start again -> same token and kernel; stop -> nothing left
 
 
+def recording_browser(path: Path, record: Path) -> str:
+    """A $BROWSER program that only writes the URL it is given to `record` (no real browser
+    here: what matters is which URL the companion opens, and that it opens it once)."""
+    path.write_text(f'#!/bin/sh\necho "$1" >> {shlex.quote(str(record))}\n')
+    path.chmod(0o700)
+    return str(path)
+
+
+def wait_for_file(path: Path, deadline: float = 20.0) -> str:
+    """The file's text once it exists and is non-empty (bounded wait)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written within {deadline} s")
+
+
 def test_start_run_code_reattach_and_stop(tmp_path, sshd_server, user):
     """The whole life of a connection, as the user sees it."""
     home, env = user
@@ -116,8 +135,12 @@ def test_start_run_code_reattach_and_stop(tmp_path, sshd_server, user):
     assert port_is_free(port)
     assert psutil.pid_exists(rec["remote_pid"]) and psutil.pid_exists(kernel_pid)
 
-    with companion(start, env, tmp_path / "logs") as second:
+    # Re-attach with --open: Colab opens in the user's browser once the URL is verified.
+    opened = tmp_path / "opened.txt"
+    browser_env = {**env, "BROWSER": recording_browser(tmp_path / "browser.sh", opened)}
+    with companion([*start, "--open"], browser_env, tmp_path / "logs") as second:
         again = start_companion(second)
+        assert wait_for_file(opened).split() == ["https://colab.research.google.com/"]
         assert again["url"] == url  # same token, same local port
         assert again["reattached"] is True
         assert again["remote_pid"] == rec["remote_pid"]
@@ -174,8 +197,19 @@ def test_start_without_host_runs_this_machine(tmp_path):
         kid = start_kernel(rec["url"])
         assert run_code(rec["url"], kid, "y = 'local'; y") == ["'local'"]
 
-        res = run_cli("start", "--port", str(port), "--json", env=env, timeout=90)
+        opened = tmp_path / "opened.txt"
+        browser = recording_browser(tmp_path / "browser.sh", opened)
+        res = run_cli(
+            "start",
+            "--port",
+            str(port),
+            "--json",
+            "--open",
+            env={**env, "BROWSER": browser},
+            timeout=90,
+        )
         assert res.returncode == 0, res.stderr
+        assert opened.read_text().split() == ["https://colab.research.google.com/"]
         again = json.loads(res.stdout)
         assert again["url"] == rec["url"] and again["reattached"] is True
         assert again["remote_pid"] == pid
@@ -183,6 +217,12 @@ def test_start_without_host_runs_this_machine(tmp_path):
 
         res = run_cli("url", env=env)
         assert res.returncode == 0 and res.stdout.strip() == rec["url"]
+
+        # No usable browser (an SSH session, say): the URL still works; one line says so.
+        res = run_cli("start", "--port", str(port), "--open", env={**env, "BROWSER": "false"})
+        assert res.returncode == 0, res.stderr
+        assert rec["url"] in res.stdout
+        assert "could not open a browser here" in res.stderr and "Traceback" not in res.stderr
 
         procs = family(pid)
         res = run_cli("stop", env=env)

@@ -201,6 +201,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         _check_local_port(opts)
         record = start_local(opts, ui)
         _print_record(record, opts.json)
+        if opts.open_browser:
+            open_colab(ui)
         return 0
     session = Session(opts, ui)
     # SIGTERM (from `stop`) ends the run like Ctrl-C does.
@@ -209,7 +211,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         record = session.start()
         _print_record(record, opts.json)
         if opts.open_browser:
-            open_colab()
+            open_colab(ui)
         ui.info("Tunnel up; Ctrl-C closes it (the runtime and its kernels keep running).")
         try:
             session.supervise()

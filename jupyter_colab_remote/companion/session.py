@@ -455,9 +455,14 @@ def probe_tcp(
             sock.close()
 
 
-def open_colab() -> None:
-    """Open Colab in the browser (--open)."""
-    webbrowser.open(COLAB_URL)
+def open_colab(ui: UI) -> None:
+    """Open Colab in the browser (--open); say so when no browser could be started."""
+    try:
+        opened = webbrowser.open(COLAB_URL)
+    except (webbrowser.Error, OSError):
+        opened = False
+    if not opened:
+        ui.info(f"could not open a browser here; open {COLAB_URL} yourself")
 
 
 def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
