@@ -51,6 +51,7 @@ class KernelGateway:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
+        """The gateway's environment: ours without JUPYTER_*/KG_*, its own dirs and token."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "KG_"))}
         env.update(
             HOME=str(self.dir / "home"),
@@ -62,10 +63,9 @@ class KernelGateway:
         )
         return env
 
-    def start(self, deadline: float = 60.0) -> KernelGateway:
-        """Start the gateway; return once it answers HTTP (bounded)."""
-        (self.dir / "home").mkdir(exist_ok=True)
-        argv = [
+    def argv(self) -> list[str]:
+        """The gateway's command line (no secrets on it)."""
+        return [
             sys.executable,
             "-m",
             "kernel_gateway",
@@ -73,9 +73,13 @@ class KernelGateway:
             f"--KernelGatewayApp.port={self.port}",
             "--KernelGatewayApp.port_retries=0",
         ]
+
+    def start(self, deadline: float = 60.0) -> KernelGateway:
+        """Start the gateway; return once it answers HTTP (bounded)."""
+        (self.dir / "home").mkdir(exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                argv,
+                self.argv(),
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -36,6 +36,19 @@ if ! grep -q "jupyter-colab-remote.*enabled" <<<"$extensions"; then
   exit 1
 fi
 
+# Enterprise Gateway 3.3.0 pins jupyter_server<2 and jupyter_client<7: it gets its own venv
+# (tests/test_enterprise_gateway.py). It does not depend on ipykernel, which its remote
+# kernels need (ipykernel 7 wants jupyter_client>=8).
+eg_venv=${EG_VENV:-.venv-eg}
+eg_check='import Cryptodome, ipykernel, enterprise_gateway as e; assert e.__version__ == "3.3.0"'
+if ! "$eg_venv/bin/python" -c "$eg_check" 2>/dev/null; then
+  echo "== $eg_venv: pip install jupyter_enterprise_gateway==3.3.0"
+  [ -x "$eg_venv/bin/python" ] || python3 -m venv "$eg_venv"
+  "$eg_venv/bin/python" -m pip install -q 'jupyter_enterprise_gateway==3.3.0' 'ipykernel>=6,<7'
+fi
+EG_VENV=$(realpath "$eg_venv")
+export EG_VENV
+
 echo "== ruff"
 ruff check .
 ruff format --check .

@@ -77,7 +77,8 @@ def describe(error: BaseException) -> tuple[int, str]:
             return 504, f"no answer from the gateway ({error.message})"
         detail = _gateway_message(error.response)
         said = f"the gateway answered HTTP {error.code} {error.message}"
-        if detail and detail != error.message:
+        # Enterprise Gateway repeats its message as the reason phrase (spacing aside).
+        if detail and detail != " ".join(str(error.message).split()):
             said += f": {detail}"
         if error.code == 401:
             return 502, f"{said} (check the gateway token, {GATEWAY_TOKEN_ENV})"
