@@ -223,6 +223,11 @@ def test_start_without_host_runs_this_machine(tmp_path):
         assert res.returncode == 0, res.stderr
         assert rec["url"] in res.stdout
         assert "could not open a browser here" in res.stderr and "Traceback" not in res.stderr
+        # A headless box (no $BROWSER, no display): no console browser takes over the terminal.
+        headless = {k: v for k, v in env.items() if k not in ("BROWSER", "WAYLAND_DISPLAY")}
+        res = run_cli("start", "--port", str(port), "--open", env=headless)
+        assert res.returncode == 0 and rec["url"] in res.stdout, res.stderr
+        assert "could not open a browser here" in res.stderr
 
         procs = family(pid)
         res = run_cli("stop", env=env)

@@ -8,6 +8,7 @@ import os
 import re
 import selectors
 import socket
+import sys
 import threading
 import time
 import typing as t
@@ -455,12 +456,22 @@ def probe_tcp(
             sock.close()
 
 
+def _has_gui_browser() -> bool:
+    """Whether a browser can open without taking over this terminal: $BROWSER is set, or not
+    Linux/BSD, or there is a display (webbrowser would otherwise start lynx or w3m here)."""
+    if os.environ.get("BROWSER") or not sys.platform.startswith(("linux", "freebsd", "openbsd")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def open_colab(ui: UI) -> None:
     """Open Colab in the browser (--open); say so when no browser could be started."""
-    try:
-        opened = webbrowser.open(COLAB_URL)
-    except (webbrowser.Error, OSError):
-        opened = False
+    opened = False
+    if _has_gui_browser():
+        try:
+            opened = webbrowser.open(COLAB_URL)
+        except (webbrowser.Error, OSError):
+            opened = False
     if not opened:
         ui.info(f"could not open a browser here; open {COLAB_URL} yourself")
 
