@@ -459,6 +459,27 @@ def test_remote_without_the_package(tmp_path, sshd_server, user):
     assert port_is_free(port)
 
 
+def test_remote_uv_runs_the_agent_through_uv(tmp_path, sshd_server, user):
+    """`--remote-uv`: the remote agent and runtime start through a real `uv run python` (uv
+    outside a project picks the interpreter on the remote's PATH, which has the package)."""
+    home, env = user
+    port = free_port()
+    with companion(
+        ["start", "gpu-box", "--port", str(port), "--remote-uv", "--json"], env, tmp_path / "l"
+    ) as c:
+        rec = start_companion(c)
+        # uv marks what it runs with $UV; the detached runtime inherited it from the agent.
+        assert psutil.Process(rec["remote_pid"]).environ().get("UV", "").endswith("/uv")
+        kid = start_kernel(rec["url"])
+        assert run_code(rec["url"], kid, "21 * 2") == ["42"]
+        res = run_cli("status", "gpu-box", "--remote-uv", env=env)
+        assert res.returncode == 0 and str(rec["remote_pid"]) in res.stdout, res.stderr
+        res = run_cli("stop", "gpu-box", "--remote-uv", env=env)
+        assert res.returncode == 0, res.stderr
+    assert wait_no_remote_leftovers(sshd_server) == []
+    assert port_is_free(port)
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. local port taken
 
