@@ -392,6 +392,45 @@ def test_wrong_key_is_an_auth_error(tmp_path, sshd_server, user):
     assert port_is_free(port)
 
 
+def askpass_env(tmp: Path, env: dict[str, str], answer: str, tag: str) -> tuple[dict, Path]:
+    """env with an SSH_ASKPASS program answering `answer`, and the file counting its calls."""
+    counter = tmp / f"asked-{tag}"
+    askpass = make_askpass(tmp / f"askpass-{tag}", answer, counter)
+    return {**env, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}, counter
+
+
+def test_key_passphrase_asked_once(tmp_path, sshd_server, user):
+    """A passphrase-protected ~/.ssh/id_ed25519 and no agent: the passphrase is asked once
+    through SSH_ASKPASS; a wrong one is exit 4 naming the key, not a traceback."""
+    home, env = user
+    key = home / ".ssh" / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-N", "s3cret phrase", "-f", str(key)],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    key_env, counter = askpass_env(tmp_path, env, "s3cret phrase", "right")
+    start = ["start", "gpu-box", "--port", str(free_port()), "--json"]
+    with companion(start, key_env, tmp_path / "logs") as c:
+        rec = start_companion(c)
+        assert run_code(rec["url"], start_kernel(rec["url"]), "6 * 7") == ["42"]
+        assert counter.read_text().splitlines() == ["asked"]
+        assert c.stop(signal.SIGINT) == 0
+        assert "Traceback" not in c.stderr() and "s3cret" not in c.stderr()
+
+    key_env, counter = askpass_env(tmp_path, env, "not it", "wrong")
+    res = run_cli("start", "gpu-box", "--port", str(free_port()), env=key_env)
+    assert res.returncode == 4, res.stderr
+    assert counter.read_text().splitlines() == ["asked"], "asked more than once"
+    assert "Traceback" not in res.stderr and "not it" not in res.stderr
+    assert f"cannot unlock {key}: wrong passphrase" in error_line(res), res.stderr
+    res = run_cli("stop", "gpu-box", env=askpass_env(tmp_path, env, "s3cret phrase", "stop")[0])
+    assert res.returncode == 0, res.stderr
+    assert wait_no_remote_leftovers(sshd_server) == []
+
+
 @pytest.mark.parametrize("use_pam", [False, True], ids=["password", "kbd-interactive"])
 def test_password_through_askpass_asked_once(tmp_path, ssh_client_files, use_pam):
     """Password (or PAM keyboard-interactive) via SSH_ASKPASS, no terminal: asked exactly

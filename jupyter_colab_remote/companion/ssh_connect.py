@@ -266,14 +266,20 @@ def _load_key(path: str, options: ConnectOptions) -> paramiko.PKey | None:
     try:
         return paramiko.PKey.from_path(path)
     except paramiko.PasswordRequiredException:
-        passphrase = options.prompter.ask(f"passphrase:{path}", f"Passphrase for {path}: ")
-        try:
-            return paramiko.PKey.from_path(path, passphrase=passphrase)
-        except paramiko.SSHException as e:
-            options.prompter.forget(f"passphrase:{path}")
-            raise AuthError(f"cannot unlock {path}: wrong passphrase") from e
+        pass
+    except TypeError as e:
+        # paramiko 4+/cryptography say "encrypted key, no password" with a TypeError.
+        if "password" not in str(e).lower():
+            return None
     except (OSError, paramiko.SSHException, ValueError):
         return None
+    passphrase = options.prompter.ask(f"passphrase:{path}", f"Passphrase for {path}: ")
+    try:
+        # PKey.from_path takes the passphrase as bytes, positionally ("password").
+        return paramiko.PKey.from_path(path, passphrase.encode())
+    except (paramiko.SSHException, ValueError, TypeError) as e:
+        options.prompter.forget(f"passphrase:{path}")
+        raise AuthError(f"cannot unlock {path}: wrong passphrase") from e
 
 
 def _authenticate(hop: SSHTarget, transport: paramiko.Transport, options: ConnectOptions) -> None:
