@@ -9,15 +9,18 @@ stopped by PID in `finally`, and every wait is bounded.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from companion_helpers import (
     all_cmdlines,
     all_environs,
     api,
+    cli_argv,
     companion,
     companion_env,
     error_line,
@@ -40,6 +44,7 @@ from companion_helpers import (
     runtime_files,
     start_companion,
     start_kernel,
+    stop_pid,
     token_of,
     wait_gone,
 )
@@ -390,6 +395,68 @@ def test_wrong_key_is_an_auth_error(tmp_path, sshd_server, user):
     assert "id_ed25519" in msg and "authorized_keys" in msg, msg
     assert runtime_files(remote_runtime_dir(sshd_server)) == []
     assert port_is_free(port)
+
+
+def read_terminal(master: int, until: bytes, seen: bytearray, deadline: float = 60.0) -> None:
+    """Read the pty's output into `seen` until it holds `until` (bounded)."""
+    end = time.monotonic() + deadline
+    while until not in seen:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {until!r} on the terminal within {deadline} s: {seen!r}")
+        ready, _, _ = select.select([master], [], [], min(left, 0.5))
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"terminal closed before {until!r}: {seen!r}")
+            seen += chunk
+
+
+def test_passphrase_asked_on_the_terminal(tmp_path, sshd_server, user):
+    """No SSH_ASKPASS, a real terminal (a pty as the controlling tty): the companion asks for
+    the key's passphrase there, once, without echoing it, and goes on to print the URL."""
+    home, env = user
+    key = home / ".ssh" / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-N", "tty phrase 1", "-f", str(key)],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:  # a new session whose controlling terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        cli_argv("start", "gpu-box", "--port", str(free_port()), "--json"),
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=own_terminal,
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        read_terminal(master, b"Passphrase for " + str(key).encode() + b": ", seen)
+        os.write(master, b"tty phrase 1\n")
+        read_terminal(master, b"Tunnel up", seen)
+        record = json.loads(next(ln for ln in seen.decode().splitlines() if ln.startswith("{")))
+        assert run_code(record["url"], start_kernel(record["url"]), "7 * 6") == ["42"]
+        assert seen.count(b"Passphrase for") == 1 and b"tty phrase" not in seen
+        assert b"Traceback" not in seen
+    finally:
+        stop_pid(proc, signal.SIGINT)
+        os.close(master)
+    stop_env = askpass_env(tmp_path, env, "tty phrase 1", "stop")[0]
+    assert run_cli("stop", "gpu-box", env=stop_env).returncode == 0
+    assert wait_no_remote_leftovers(sshd_server) == []
 
 
 def askpass_env(tmp: Path, env: dict[str, str], answer: str, tag: str) -> tuple[dict, Path]:
