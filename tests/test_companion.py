@@ -397,6 +397,17 @@ def test_wrong_key_is_an_auth_error(tmp_path, sshd_server, user):
     assert port_is_free(port)
 
 
+def protect_key(key: Path, phrase: str) -> None:
+    """Give the private key a passphrase (ssh-keygen -p); its public half stays the same."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-N", phrase, "-f", str(key)],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+
+
 def read_terminal(master: int, until: bytes, seen: bytearray, deadline: float = 60.0) -> None:
     """Read the pty's output into `seen` until it holds `until` (bounded)."""
     end = time.monotonic() + deadline
@@ -420,13 +431,7 @@ def test_passphrase_asked_on_the_terminal(tmp_path, sshd_server, user):
     the key's passphrase there, once, without echoing it, and goes on to print the URL."""
     home, env = user
     key = home / ".ssh" / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-p", "-N", "tty phrase 1", "-f", str(key)],
-        check=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
+    protect_key(key, "tty phrase 1")
     master, slave = os.openpty()
 
     def own_terminal() -> None:  # a new session whose controlling terminal is the pty
@@ -471,13 +476,7 @@ def test_key_passphrase_asked_once(tmp_path, sshd_server, user):
     through SSH_ASKPASS; a wrong one is exit 4 naming the key, not a traceback."""
     home, env = user
     key = home / ".ssh" / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-p", "-N", "s3cret phrase", "-f", str(key)],
-        check=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
+    protect_key(key, "s3cret phrase")
     key_env, counter = askpass_env(tmp_path, env, "s3cret phrase", "right")
     start = ["start", "gpu-box", "--port", str(free_port()), "--json"]
     with companion(start, key_env, tmp_path / "logs") as c:
