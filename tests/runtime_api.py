@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 from kernel_client import execute, execute_request
 from runtime_process import Runtime
 from tornado.httpclient import HTTPRequest
@@ -59,8 +60,22 @@ def wait_for(
         if value:
             return value
         if time.monotonic() > end:
-            raise AssertionError(f"{what} not reached within {deadline} s")
+            raise AssertionError(f"{what} (waited {deadline} s)")
         time.sleep(poll)
+
+
+def local_kernels(pid: int) -> list[str]:
+    """Command lines of kernel processes under `pid` (other helpers, such as jupyterlab's
+    npm probe, may come and go and are not the point)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "ipykernel" in cmd or "kernel-" in cmd:
+            found.append(cmd)
+    return found
 
 
 def ws_request(rt: Runtime, kernel_id: str) -> HTTPRequest:

@@ -48,6 +48,7 @@ from companion_helpers import (
     token_of,
     wait_gone,
 )
+from runtime_api import wait_for
 from sshd import free_port, make_keypair, password_account, run_sshd
 
 ACCEPTED = re.compile(r"Accepted (?:publickey|password) for \S+ from \S+ port (\d+)")
@@ -109,16 +110,6 @@ def recording_browser(path: Path, record: Path) -> str:
     return str(path)
 
 
-def wait_for_file(path: Path, deadline: float = 20.0) -> str:
-    """The file's text once it exists and is non-empty (bounded wait)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was not written within {deadline} s")
-
-
 def test_start_run_code_reattach_and_stop(tmp_path, sshd_server, user):
     """The whole life of a connection, as the user sees it."""
     home, env = user
@@ -145,7 +136,8 @@ def test_start_run_code_reattach_and_stop(tmp_path, sshd_server, user):
     browser_env = {**env, "BROWSER": recording_browser(tmp_path / "browser.sh", opened)}
     with companion([*start, "--open"], browser_env, tmp_path / "logs") as second:
         again = start_companion(second)
-        assert wait_for_file(opened).split() == ["https://colab.research.google.com/"]
+        text = wait_for(lambda: opened.exists() and opened.read_text(), 20, f"{opened} written")
+        assert text.split() == ["https://colab.research.google.com/"]
         assert again["url"] == url  # same token, same local port
         assert again["reattached"] is True
         assert again["remote_pid"] == rec["remote_pid"]

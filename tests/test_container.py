@@ -22,7 +22,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -42,6 +41,7 @@ from companion_helpers import (
     wait_gone,
 )
 from container_image import PrivatePodman, build_rootfs_tar, podman_usable
+from runtime_api import wait_for
 from sshd import SYSTEM_PATH, SSHClientFiles, free_port, run_sshd
 
 from jupyter_colab_remote.server import container
@@ -248,18 +248,6 @@ def answers(url: str) -> bool:
         return api(url, "/api/kernelspecs")[0] == 200
     except (OSError, http.client.HTTPException):
         return False
-
-
-def wait_for(predicate, deadline: float, what: str):
-    """Poll predicate (bounded) until it returns something truthy; that value."""
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} within {deadline} s")
-        time.sleep(0.2)
 
 
 def test_start_reattach_crash_status_doctor_stop(tmp_path, host, podman):

@@ -34,7 +34,15 @@ from companion_helpers import (
 )
 from gateway_process import KernelGateway, TCPProxy, free_port, kernel_gateway
 from kernel_client import execute
-from runtime_api import rest, run_interrupted, run_on, status_doc, wait_for, ws_request
+from runtime_api import (
+    local_kernels,
+    rest,
+    run_interrupted,
+    run_on,
+    status_doc,
+    wait_for,
+    ws_request,
+)
 from runtime_process import run_runtime
 from tornado.websocket import websocket_connect
 
@@ -116,20 +124,6 @@ def test_gateway_url_checks():
     assert gateway_warning({"gateway": {"reachable": True}}) is None
     warn = gateway_warning({"gateway": {"reachable": False, "url": "http://g", "error": "refused"}})
     assert "http://g" in warn and "refused" in warn
-
-
-def local_kernels(pid: int) -> list[str]:
-    """Command lines of kernel processes under `pid` (other helpers, such as jupyterlab's
-    npm probe, may come and go and are not the point)."""
-    found = []
-    for child in psutil.Process(pid).children(recursive=True):
-        try:
-            cmd = " ".join(child.cmdline())
-        except psutil.Error:
-            continue
-        if "ipykernel" in cmd or "kernel-" in cmd:
-            found.append(cmd)
-    return found
 
 
 # -- the runtime against a real gateway ----------------------------------------------------------

@@ -471,7 +471,7 @@ def open_colab(ui: UI) -> None:
         try:
             opened = webbrowser.open(COLAB_URL)
         except (webbrowser.Error, OSError):
-            opened = False
+            pass
     if not opened:
         ui.info(f"could not open a browser here; open {COLAB_URL} yourself")
 
