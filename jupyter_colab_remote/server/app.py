@@ -228,10 +228,9 @@ class ColabRemoteApp(ExtensionApp):
         return self.token_store.create(name)
 
     async def _start_jupyter_server_extension(self, serverapp: t.Any) -> None:
-        """Once listening under `serve`: write the runtime file and print the URL."""
+        """Once listening under `serve`: print the URL, then write the runtime file."""
         if not self.is_runtime:
             return
-        write_runtime_file(self.runtime_info())
         token = self.ensure_token()
         url = self.local_url()
         # The URL goes to the terminal (stdout), never through the logger.
@@ -249,6 +248,8 @@ class ColabRemoteApp(ExtensionApp):
                 f"{self.initial_token_name}\n",
                 flush=True,
             )
+        # Last: the runtime file says "ready", so the token and the URL must exist by then.
+        write_runtime_file(self.runtime_info())
 
     async def stop_extension(self) -> None:
         """Record last-use times and remove the runtime file."""
