@@ -44,6 +44,8 @@ import tornado  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest  # noqa: E402
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
+from jupyter_colab_remote.companion.kernel_check import execute_request  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from runtime_process import free_port, run_runtime, stop_process  # noqa: E402
 
@@ -178,32 +180,6 @@ async def read_json(ws: WebSocketClientConnection, end: float) -> dict | None:
     if raw is None:
         raise ConnectionError("kernel WebSocket closed")
     return None if isinstance(raw, bytes) else json.loads(raw)
-
-
-def execute_request(code: str, session: str) -> dict:
-    """An execute_request in the kernel WebSocket's JSON (legacy) format."""
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "username": "bench",
-            "session": session,
-            "version": "5.3",
-            "date": "",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
 
 
 async def roundtrip(

@@ -8,32 +8,7 @@ import uuid
 
 from tornado.websocket import WebSocketClientConnection
 
-
-def execute_request(code: str, session: str) -> dict:
-    """A Jupyter execute_request message in the WebSocket JSON (legacy) format."""
-    msg_id = uuid.uuid4().hex
-    return {
-        "header": {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "test",
-            "session": session,
-            "version": "5.3",
-            "date": "",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": {
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-        "channel": "shell",
-        "buffers": [],
-    }
+from jupyter_colab_remote.companion.kernel_check import execute_request
 
 
 async def execute(ws: WebSocketClientConnection, code: str, timeout: float = 30.0) -> str:

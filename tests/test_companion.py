@@ -607,7 +607,7 @@ def test_url_status_and_doctor(tmp_path, sshd_server, user):
     port = free_port()
     res = run_cli("url", "gpu-box", env=env)
     assert res.returncode == 1
-    assert "no connection to gpu-box yet; run start" in error_line(res)
+    assert "no connection to gpu-box yet; run: jupyter colabremote start gpu-box" in error_line(res)
 
     with companion(["start", "gpu-box", "--port", str(port)], env, tmp_path / "logs") as c:
         # Without --json: the Backend URL for Colab, and a line for VS Code.
@@ -637,13 +637,18 @@ def test_url_status_and_doctor(tmp_path, sshd_server, user):
         res = run_cli("doctor", "gpu-box", env=env)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "All checks passed" in res.stdout
-        assert "[FAIL]" not in res.stdout and res.stdout.count("[ok  ]") == 7, res.stdout
+        assert "[FAIL]" not in res.stdout and res.stdout.count("[ok  ]") == 8, res.stdout
+        assert "Python kernel" in res.stdout and "ran 1+1" in res.stdout
         assert "Traceback" not in res.stderr
 
         assert c.stop() == 0
 
     res = run_cli("status", "gpu-box", "--json", env=env)
     assert json.loads(res.stdout)["tunnels"][0]["companion_running"] is False
+    # The tunnel is closed: `url` does not print a URL that would not answer.
+    res = run_cli("url", "gpu-box", env=env)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "no tunnel to gpu-box is open" in error_line(res)
     res = run_cli("doctor", "gpu-box", env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "[FAIL] local forward" in res.stdout

@@ -15,12 +15,15 @@ import psutil
 from . import profiles, state
 from .errors import CompanionError
 from .gateway import check_gateway_url, gateway_token_from_environment
-from .remote import RemoteAgent, python_command
+from .remote import RemoteAgent
 from .session import (
+    INTERPRETER_OPTIONS,
+    REMEMBERED,
     Session,
     StartOptions,
     colab_url,
     git_token_from_environment,
+    interpreter,
     open_colab,
     parse_env_file,
     start_local,
@@ -28,6 +31,7 @@ from .session import (
 from .ssh_connect import ConnectOptions, connect
 from .ssh_target import resolve
 from .ui import UI
+from .verify import url_problem
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -121,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="stop a runtime, its kernels and its tunnel")
     p.add_argument("host", nargs="?", help="[user@]host[:port]; none: this machine's runtime")
     add_connection_arguments(p)
+    p.add_argument(
+        "--tunnel-only",
+        action="store_true",
+        help="close only this machine's tunnel; leave the runtime running (or unreachable)",
+    )
 
     p = sub.add_parser("status", help="show tunnels, runtimes and kernels")
     p.add_argument("host", nargs="?")
@@ -149,7 +158,7 @@ BUILTIN_DEFAULTS: dict[str, t.Any] = {
 
 
 def apply_profile(args: argparse.Namespace) -> None:
-    """Fill options from the named profile (command-line options win), then defaults."""
+    """Fill options from the named profile (command-line options win)."""
     profile = profiles.lookup(getattr(args, "host", None))
     if profile:
         args.host = profile["host"]
@@ -160,11 +169,36 @@ def apply_profile(args: argparse.Namespace) -> None:
                 value = os.path.expanduser(str(value))
             if getattr(args, key, None) is None and hasattr(args, key):
                 setattr(args, key, value)
+        if getattr(args, "profile", None) is None:
+            args.profile = profile["name"]
+
+
+def apply_remembered(args: argparse.Namespace) -> dict[str, t.Any] | None:
+    """Fill what the command line and profile left open from the connection record.
+
+    `start` saved how it started the runtime (interpreter, workdir, image...), so `url`,
+    `status`, `doctor`, `stop` and a later `start` need none of it repeated. Without
+    `--profile`, a host with a single remembered connection uses that one's profile.
+    """
+    record = state.find(getattr(args, "host", None), getattr(args, "profile", None))
+    if getattr(args, "profile", None) is None:
+        args.profile = (record or {}).get("profile") or "default"
+    if record is None:
+        return None
+    if hasattr(args, "remote_python") and not any(getattr(args, k) for k in INTERPRETER_OPTIONS):
+        args.remote_prefix = record.get("python")
+    for key in (*REMEMBERED, "port"):
+        value = record.get("local_port" if key == "port" else key)
+        if hasattr(args, key) and getattr(args, key) is None and value is not None:
+            setattr(args, key, value)
+    return record
+
+
+def apply_defaults(args: argparse.Namespace) -> None:
+    """Built-in values for options neither the command line, a profile nor a record set."""
     for key, value in BUILTIN_DEFAULTS.items():
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, value)
-    if getattr(args, "profile", None) is None:
-        args.profile = profile.get("name", "default")
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -180,6 +214,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         remote_venv=args.remote_venv,
         remote_conda=args.remote_conda,
         remote_uv=args.remote_uv,
+        remote_prefix=getattr(args, "remote_prefix", None),
         install=args.install,
         wheel=args.wheel,
         workdir=args.workdir,
@@ -216,7 +251,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         try:
             session.supervise()
         except KeyboardInterrupt:
-            pass
+            if not opts.stop_on_exit:
+                ui.info(closed_message(opts.host, opts.profile))
         if opts.stop_on_exit:
             session.stop_remote()
             ui.info("stopped the remote runtime")
@@ -226,6 +262,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec and rec.get("companion_pid") == os.getpid():
             state.update(opts.host, opts.profile, companion_pid=None)
     return 0
+
+
+def closed_message(host: str, profile: str) -> str:
+    """What Ctrl-C leaves behind, and the commands that pick it up again."""
+    name = host if profile == "default" else f"{host} --profile {profile}"
+    return (
+        f"Tunnel closed. The runtime and its kernels keep running on {host}: "
+        f"`jupyter colabremote start {name}` reconnects (same URL), "
+        f"`jupyter colabremote stop {name}` stops them."
+    )
 
 
 def _check_local_port(opts: StartOptions) -> None:
@@ -266,10 +312,7 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
 def _agent(args: argparse.Namespace) -> RemoteAgent:
     target = resolve(args.host)
     conn = connect(target, ConnectOptions(accept_new_host_key=args.accept_new_host_key))
-    return RemoteAgent(
-        conn,
-        python_command(args.remote_python, args.remote_venv, args.remote_conda, args.remote_uv),
-    )
+    return RemoteAgent(conn, interpreter(args))
 
 
 def _stop_companion(record: dict[str, t.Any] | None) -> bool:
@@ -298,45 +341,78 @@ def _running(proc: psutil.Process) -> bool:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    """`stop`: the runtime, its kernels, and the local tunnel; nothing left running."""
+    """`stop`: the runtime and its kernels first, then the local tunnel; nothing left running.
+
+    If the remote part fails, the tunnel stays (both still run) and the error says so;
+    `--tunnel-only` closes just the tunnel (a host that is gone for good).
+    """
     key = args.host or "local"
+    where = args.host or "this machine"
     record = state.load(key, args.profile)
-    tunnel = _stop_companion(record)
-    if args.host:
-        agent = _agent(args)
+    result: dict[str, t.Any] = {}
+    if args.tunnel_only:
+        pass
+    elif args.host:
         try:
-            result = agent.call("stop", {"profile": args.profile})
-        finally:
-            agent.conn.close()
+            agent = _agent(args)
+            try:
+                result = agent.call("stop", {"profile": args.profile})
+            finally:
+                agent.conn.close()
+        except CompanionError as e:
+            still = "the runtime may still be running there"
+            if record and state.companion_alive(record):
+                still += (
+                    f", and the tunnel on localhost:{record.get('local_port')} (companion pid "
+                    f"{record['companion_pid']}) is still open"
+                )
+            raise CompanionError(
+                f"could not stop the runtime on {where}: {e}; {still}. Fix that and run stop "
+                f"again, or close only the tunnel with: jupyter colabremote stop {args.host} "
+                "--tunnel-only",
+                exit_code=e.exit_code,
+            ) from e
     else:
         from ..server import remote_agent
 
         result = remote_agent.stop({"profile": args.profile})
-    if result.get("container"):
-        print(
-            f"removed the container {result['container']} ({result['image']}) on "
-            f"{args.host or 'this machine'}" + ("; tunnel closed" if tunnel else "")
-        )
+    tunnel = _stop_companion(record)
+    if record:
+        state.update(key, args.profile, stopped=not args.tunnel_only, companion_pid=None)
+    closed = "; tunnel closed" if tunnel else ""
+    if args.tunnel_only:
+        print(f"closed the tunnel to {where}" if tunnel else f"no tunnel to {where} was open")
+    elif result.get("container"):
+        print(f"removed the container {result['container']} ({result['image']}) on {where}{closed}")
     elif result.get("stopped"):
         print(
-            f"stopped the runtime on {args.host or 'this machine'} "
-            f"(pid {result['pid']}, {result['processes']} processes)"
-            + ("; tunnel closed" if tunnel else "")
+            f"stopped the runtime on {where} "
+            f"(pid {result['pid']}, {result['processes']} processes){closed}"
         )
     else:
-        print(
-            f"no runtime was running on {args.host or 'this machine'}"
-            + ("; tunnel closed" if tunnel else "")
-        )
+        print(f"no runtime was running on {where}{closed}")
     return 0
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    """`url`: the URL again (from this machine's record)."""
+    """`url`: the URL again, only if it works now (else what to run, and a non-zero exit)."""
+    where = args.host or "this machine"
+    again = f"jupyter colabremote start{' ' + args.host if args.host else ''}"
     record = state.load(args.host or "local", args.profile)
     if not record or not record.get("token"):
-        raise CompanionError(f"no connection to {args.host or 'this machine'} yet; run start")
-    print(colab_url(record["local_port"], record["token"]))
+        raise CompanionError(f"no connection to {where} yet; run: {again}")
+    if record.get("stopped"):
+        raise CompanionError(f"the runtime on {where} was stopped; {again} starts it again")
+    if args.host and not state.companion_alive(record):
+        raise CompanionError(
+            f"no tunnel to {where} is open, so its URL would not answer; {again} reconnects "
+            "(same URL)"
+        )
+    port, token = int(record["local_port"]), record["token"]
+    problem = url_problem(port, token, record.get("mode") or "native")
+    if problem:
+        raise CompanionError(f"the URL of {where} does not work: {problem}; run: {again}")
+    print(colab_url(port, token))
     return 0
 
 
@@ -409,4 +485,6 @@ def main(argv: list[str]) -> int:
     """Parse and run one companion command."""
     args = build_parser().parse_args(argv)
     apply_profile(args)
+    apply_remembered(args)
+    apply_defaults(args)
     return COMMANDS[args.command](args)

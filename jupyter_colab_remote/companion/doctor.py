@@ -6,26 +6,36 @@ import argparse
 import socket
 import typing as t
 
+from ..server import container
 from . import state
 from .errors import AuthError, CompanionError, ConnectError, HostKeyError
-from .remote import RemoteAgent, python_command
+from .forwarder import Forwarder, Link
+from .kernel_check import verify_kernel
+from .remote import RemoteAgent
+from .session import interpreter
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
 from .ssh_target import SSHTarget, resolve
-from .verify import verify_chain
+from .verify import url_problem, verify_chain
 
 
 class Check:
-    """One named check with its outcome and the fix to suggest when it fails."""
+    """One named check with its outcome, the fix to suggest and the exit code if it fails."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.ok: bool | None = None
         self.detail = ""
         self.fix = ""
+        self.exit_code = 1
+
+    def fail(self, detail: str, fix: str, exit_code: int = 1) -> None:
+        """Mark the check failed; `exit_code` is what `start` exits with for the same cause."""
+        self.ok, self.detail, self.fix, self.exit_code = False, detail, fix, exit_code
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    """Run the checks in order, stop at the first failure, print a fix; exit 1 if any failed."""
+    """Run the checks in order, stop at the first failure, print a fix; exit with the code
+    `start` would give for that failure (README: exit codes), 1 for doctor's own findings."""
     checks: list[Check] = []
 
     def check(name: str) -> Check:
@@ -50,8 +60,11 @@ def run_doctor(args: argparse.Namespace) -> int:
                     pass
                 c.ok, c.detail = True, f"{first.hostname}:{first.port} reachable"
             except OSError as e:
-                c.ok, c.detail = False, f"{first.hostname}:{first.port}: {e}"
-                c.fix = "check the host name and port, your network or VPN, and that sshd runs"
+                c.fail(
+                    f"{first.hostname}:{first.port}: {e}",
+                    "check the host name and port, your network or VPN, and that sshd runs",
+                    ConnectError.exit_code,
+                )
                 return _report(checks)
 
         c = check("SSH host key and authentication")
@@ -61,23 +74,17 @@ def run_doctor(args: argparse.Namespace) -> int:
             )
             c.ok, c.detail = True, "host key known, authenticated"
         except HostKeyError as e:
-            c.ok, c.detail = False, str(e)
-            c.fix = "verify the fingerprint, then rerun with --accept-new-host-key"
+            c.fail(str(e), "verify the fingerprint, then rerun with --accept-new-host-key", 3)
             return _report(checks)
         except AuthError as e:
-            c.ok, c.detail = False, str(e)
-            c.fix = "ssh-copy-id the key, load it into ssh-agent, or check the password"
+            c.fail(str(e), "ssh-copy-id the key, load it into ssh-agent, or check the password", 4)
             return _report(checks)
         except ConnectError as e:
-            c.ok, c.detail = False, str(e)
-            c.fix = "check that the host runs an SSH server on that port"
+            c.fail(str(e), "check that the host runs an SSH server on that port", 5)
             return _report(checks)
 
         c = check("remote Python and package")
-        agent = RemoteAgent(
-            conn,
-            python_command(args.remote_python, args.remote_venv, args.remote_conda, args.remote_uv),
-        )
+        agent = RemoteAgent(conn, interpreter(args))
         try:
             info = agent.check_version()
             c.ok, c.detail = (
@@ -85,8 +92,7 @@ def run_doctor(args: argparse.Namespace) -> int:
                 f"jupyter-colab-remote {info['version']}, Python {info['python']}",
             )
         except CompanionError as e:
-            c.ok, c.detail = False, str(e)
-            c.fix = "jupyter colabremote start HOST --install"
+            c.fail(str(e), f"jupyter colabremote start {args.host} --install", e.exit_code)
             return _report(checks)
 
         record = state.load(args.host, args.profile) or {}
@@ -99,38 +105,71 @@ def run_doctor(args: argparse.Namespace) -> int:
                 c.ok, c.detail = item["ok"], item["detail"]
                 c.fix = item["fix"].replace(" HOST", f" {args.host}")
                 if not c.ok:
+                    c.exit_code = container.EXIT_CODE
                     return _report(checks)
+            remote_port = record.get("remote_port")
         else:
             c = check("runtime")
             runtimes = [
                 r for r in agent.call("status")["runtimes"] if r.get("profile") == args.profile
             ]
             if not runtimes:
-                c.ok, c.detail = False, f"no runtime running for profile {args.profile!r}"
-                c.fix = f"jupyter colabremote start {args.host}"
+                c.fail(
+                    f"no runtime running for profile {args.profile!r}",
+                    f"jupyter colabremote start {args.host}",
+                )
                 return _report(checks)
             rt = runtimes[0]
+            remote_port = rt["port"]
             c.ok, c.detail = True, f"pid {rt['pid']} on remote port {rt['port']}"
+
+        mode = "container" if image else "native"
+        c = check("token and Colab origin")
+        if not record.get("token") or not remote_port:
+            c.fail(
+                "this machine holds no token for that runtime",
+                f"jupyter colabremote start {args.host}",
+            )
+            return _report(checks)
+        # Through a forward of doctor's own: the runtime is checked even with no tunnel up.
+        link = Link()
+        link.set(conn.transport, ("127.0.0.1", int(remote_port)))
+        probe = Forwarder(0, link).start()
+        try:
+            try:
+                verify_chain(probe.port, record["token"], timeout=10, mode=mode)
+                c.ok, c.detail = True, "token accepted; Colab's preflight and probe pass"
+            except CompanionError as e:
+                c.fail(str(e), f"jupyter colabremote start {args.host}", e.exit_code)
+                return _report(checks)
+            if mode == "native":
+                c = check("Python kernel")
+                try:
+                    verify_kernel(probe.port, record["token"], args.host)
+                    c.ok, c.detail = True, "a kernel started and ran 1+1"
+                except CompanionError as e:
+                    c.fail(str(e), "install ipykernel in the runtime's environment (see above)", 7)
+                    return _report(checks)
+        finally:
+            probe.close()
 
         c = check("local forward")
         port = record.get("local_port")
         if not port or not state.companion_alive(record):
-            c.ok, c.detail = False, "no companion is forwarding a local port for this host"
-            c.fix = f"jupyter colabremote start {args.host}"
+            c.fail(
+                "no companion is forwarding a local port for this host",
+                f"jupyter colabremote start {args.host}",
+            )
+            return _report(checks)
+        problem = url_problem(int(port), record["token"], mode)
+        if problem:
+            c.fail(f"localhost:{port}: {problem}", f"jupyter colabremote start {args.host}")
             return _report(checks)
         c.ok, c.detail = True, f"localhost:{port} (companion pid {record['companion_pid']})"
-
-        c = check("token and Colab origin")
-        try:
-            verify_chain(int(port), record["token"], timeout=10, mode=record.get("mode", "native"))
-            c.ok, c.detail = True, "token accepted; Colab's preflight and probe pass"
-        except CompanionError as e:
-            c.ok, c.detail = False, str(e)
-            c.fix = f"jupyter colabremote stop {args.host} && jupyter colabremote start {args.host}"
         return _report(checks)
     except CompanionError as e:
         c = checks[-1] if checks else check("setup")
-        c.ok, c.detail = False, str(e)
+        c.fail(str(e), c.fix, e.exit_code)
         return _report(checks)
     finally:
         if conn is not None:
@@ -149,4 +188,4 @@ def _report(checks: t.Sequence[Check]) -> int:
         return 0
     if failed.fix:
         print(f"\nFix: {failed.fix}")
-    return 1
+    return failed.exit_code

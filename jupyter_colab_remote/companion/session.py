@@ -23,6 +23,7 @@ from . import state
 from .errors import AuthError, CompanionError, HostKeyError
 from .forwarder import Forwarder, Link
 from .gateway import gateway_warning
+from .kernel_check import python_kernelspec, verify_kernel
 from .prompts import Prompter
 from .remote import RemoteAgent, python_command
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
@@ -63,6 +64,9 @@ class StartOptions:
     remote_venv: str | None = None
     remote_conda: str | None = None
     remote_uv: bool = False
+    #: The interpreter argv a previous `start` used (from the connection record), when the
+    #: command line names none.
+    remote_prefix: list[str] | None = None
     install: bool = False
     wheel: str | None = None
     workdir: str | None = None
@@ -97,12 +101,44 @@ def container_request(opts: StartOptions) -> dict[str, t.Any]:
     return {"image": opts.image, "gpus": opts.gpus, "engine": opts.engine}
 
 
+#: What a record keeps of a container runtime.
+CONTAINER_FIELDS = ("container", "image", "engine", "gpus")
+
+
 def container_record(runtime: dict[str, t.Any]) -> dict[str, t.Any]:
     """What a record keeps of the runtime's mode (a container, or the native `serve`)."""
-    fields = ("container", "image", "engine", "gpus")
     if runtime.get("mode") != "container":
-        return {"mode": "native", **dict.fromkeys(fields)}
-    return {"mode": "container", **{k: runtime.get(k) for k in fields}}
+        return {"mode": "native", **dict.fromkeys(CONTAINER_FIELDS)}
+    return {"mode": "container", **{k: runtime.get(k) for k in CONTAINER_FIELDS}}
+
+
+#: The interpreter options: when none is given, the remembered interpreter is used.
+INTERPRETER_OPTIONS = ("remote_python", "remote_venv", "remote_conda", "remote_uv")
+
+
+def interpreter(choice: t.Any) -> list[str]:
+    """The remote interpreter argv for StartOptions or parsed arguments: the interpreter
+    options given, else the one remembered from `start` (`remote_prefix`), else the default."""
+    chosen = [getattr(choice, k, None) for k in INTERPRETER_OPTIONS]
+    remembered = getattr(choice, "remote_prefix", None)
+    if not any(chosen) and remembered:
+        return list(remembered)
+    return python_command(*chosen)
+
+
+#: What a connection record keeps of `start`'s options (never secrets: no env, no tokens);
+#: the container's image, engine and GPUs come with container_record().
+REMEMBERED = ("workdir", "git", "gateway_url", "image", "gpus", "engine")
+
+
+def remembered_options(opts: StartOptions, prefix: list[str] | None) -> dict[str, t.Any]:
+    """How the runtime was started, as the connection record keeps it."""
+    return {
+        "host": opts.host,
+        "profile": opts.profile,
+        "python": prefix,
+        **{k: getattr(opts, k) for k in REMEMBERED if k not in CONTAINER_FIELDS},
+    }
 
 
 def colab_url(port: int, token: str) -> str:
@@ -165,6 +201,9 @@ class Session:
         self.stop_event = threading.Event()
         record = state.load(opts.host, opts.profile) or {}
         self.token: str = record.get("token") or new_secret()
+        self.token_name: str = record.get("token_name") or token_name()
+        #: Whether this host accepted our token before (then a refusal means it was rotated).
+        self.token_known = bool(record.get("token_known"))
         self.runtime: dict[str, t.Any] = {}
         self.installed_prefix: list[str] | None = None
 
@@ -172,12 +211,7 @@ class Session:
         """The remote interpreter: the one --install made, else the one the user chose."""
         if self.installed_prefix:
             return self.installed_prefix
-        return python_command(
-            self.opts.remote_python,
-            self.opts.remote_venv,
-            self.opts.remote_conda,
-            self.opts.remote_uv,
-        )
+        return interpreter(self.opts)
 
     # -- one attach ----------------------------------------------------
     def attach(self, quiet: bool = False, check_version: bool = True) -> dict[str, t.Any]:
@@ -210,8 +244,7 @@ class Session:
                         agent.check_version()
             request = {
                 "profile": self.opts.profile,
-                "token": self.token,
-                "token_name": token_name(),
+                **self.token_request(),
                 "workdir": self.opts.workdir,
                 "env": self.opts.env,
                 "git": self.opts.git,
@@ -233,8 +266,51 @@ class Session:
         self.runtime = runtime
         if runtime.get("mode") == "container":
             self.token = runtime["token"]  # the image's own token (it cannot be chosen)
+        else:
+            self.accept_token(runtime, request["fallback_token"])
+        self.remember(runtime)
         self.link.set(conn.transport, ("127.0.0.1", int(runtime["port"])))
         return runtime
+
+    def token_request(self) -> dict[str, t.Any]:
+        """The ensure request's token fields (see remote_agent.register_token)."""
+        return {
+            "token": self.token,
+            "token_name": self.token_name,
+            "token_known": self.token_known,
+            "fallback_token": new_secret(),
+        }
+
+    def accept_token(self, runtime: dict[str, t.Any], fallback: str) -> None:
+        """Adopt what the host made of our token: kept, or reissued after a rotation there."""
+        if runtime.get("token_reissued"):
+            self.token = fallback
+            self.ui.event(
+                "this connection's token was rotated or revoked on the server; the old URL "
+                f"stays dead and a new token ({runtime['token_name']}) was issued"
+                + ("" if self.forwarder is None else "; `jupyter colabremote url` prints the URL")
+            )
+        self.token_name = runtime.get("token_name") or self.token_name
+        self.token_known = True
+
+    def remember(self, runtime: dict[str, t.Any]) -> None:
+        """Save the token and how the runtime was started, once the host has accepted them.
+
+        Saved before verification, so a failed check never loses a registered token; `url`,
+        `status`, `doctor` and `stop` read these instead of asking for the options again.
+        """
+        state.update(
+            self.opts.host or "local",
+            self.opts.profile,
+            **remembered_options(self.opts, self.python_prefix()),
+            token=self.token,
+            token_name=self.token_name,
+            token_known=self.token_known,
+            remote_port=runtime["port"],
+            remote_pid=runtime["pid"],
+            stopped=False,
+            **container_record(runtime),
+        )
 
     # -- the whole run -------------------------------------------------
     def start(self) -> dict[str, t.Any]:
@@ -249,7 +325,13 @@ class Session:
                 mode = runtime.get("mode", "native")
                 status = verify_chain(self.forwarder.port, self.token, mode=mode)
                 if mode == "native":
-                    report_forward(self.forwarder.port, self.token, token_name())
+                    report_forward(self.forwarder.port, self.token, self.token_name)
+            where = self.target.alias
+            if mode == "native" and not runtime.get("reattached"):
+                with self.ui.step("running a Python kernel (1+1)"):
+                    verify_kernel(self.forwarder.port, self.token, where)
+            else:
+                python_kernelspec(self.forwarder.port, self.token, where)
         except BaseException:
             self.close()
             raise
@@ -260,15 +342,9 @@ class Session:
         record = state.update(
             self.opts.host or "local",
             self.opts.profile,
-            host=self.opts.host,
-            profile=self.opts.profile,
-            token=self.token,
             local_port=self.forwarder.port,
-            remote_port=runtime["port"],
-            remote_pid=runtime["pid"],
             companion_pid=me.pid,
             companion_started=me.create_time(),
-            **container_record(runtime),
         )
         return {
             "url": colab_url(self.forwarder.port, self.token),
@@ -319,9 +395,8 @@ class Session:
                 verify_chain(port, self.token, mode=mode)
                 if mode == "native":
                     # A restarted runtime has forgotten the forward; tell it again.
-                    report_forward(port, self.token, token_name())
+                    report_forward(port, self.token, self.token_name)
                 elif self.token != token:
-                    state.update(self.opts.host or "local", self.opts.profile, token=self.token)
                     self.ui.event("the container printed a new token; `url` shows the new URL")
             except HostKeyError:
                 raise  # a changed host key needs the user, never a retry
@@ -482,10 +557,14 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
 
     record = state.load("local", opts.profile) or {}
     token = record.get("token") or new_secret()
+    name = record.get("token_name") or token_name()
+    fallback = new_secret()
     request = {
         "profile": opts.profile,
         "token": token,
-        "token_name": token_name(),
+        "token_name": name,
+        "token_known": bool(record.get("token_known")),
+        "fallback_token": fallback,
         "workdir": opts.workdir,
         "env": opts.env,
         "git": opts.git,
@@ -502,24 +581,35 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
         except (remote_agent.AgentError, container.ContainerError) as e:
             raise CompanionError(str(e), exit_code=getattr(e, "exit_code", None)) from e
     port = int(runtime["port"])
-    if runtime.get("mode") == "container":
+    mode = runtime.get("mode", "native")
+    if mode == "container":
         token = runtime["token"]
-    with ui.step("verifying (status, CORS preflight, probe)"):
-        status = verify_chain(port, token, mode=runtime.get("mode", "native"))
-    warning = gateway_warning(status)
-    if warning:
-        ui.info(warning)
+    elif runtime.get("token_reissued"):
+        token = fallback
+        ui.info("this runtime's saved token was rotated or revoked; a new token was issued")
     state.update(
         "local",
         opts.profile,
-        host=None,
-        profile=opts.profile,
+        **remembered_options(opts, None),
         token=token,
+        token_name=runtime.get("token_name") or name,
+        token_known=True,
         local_port=port,
         remote_port=port,
         remote_pid=runtime["pid"],
+        stopped=False,
         **container_record(runtime),
     )
+    with ui.step("verifying (status, CORS preflight, probe)"):
+        status = verify_chain(port, token, mode=mode)
+    if mode == "native" and not runtime.get("reattached"):
+        with ui.step("running a Python kernel (1+1)"):
+            verify_kernel(port, token, "this machine")
+    else:
+        python_kernelspec(port, token, "this machine")
+    warning = gateway_warning(status)
+    if warning:
+        ui.info(warning)
     return {
         "url": colab_url(port, token),
         "host": None,

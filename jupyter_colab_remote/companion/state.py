@@ -59,6 +59,19 @@ def update(host: str, profile: str, /, **changes: t.Any) -> dict[str, t.Any]:
     return record
 
 
+def find(host: str | None, profile: str | None) -> dict[str, t.Any] | None:
+    """The record of a host (None: this machine) and profile; without a profile, the
+    `default` one, else the host's only record."""
+    key = host or "local"
+    if profile:
+        return load(key, profile)
+    record = load(key, "default")
+    if record is not None:
+        return record
+    mine = [r for r in all_records() if (r.get("host") or "local") == key and r.get("profile")]
+    return mine[0] if len(mine) == 1 else None
+
+
 def all_records() -> list[dict[str, t.Any]]:
     """Every remembered connection."""
     out = []

@@ -11,12 +11,18 @@ from .errors import CompanionError
 COLAB_ORIGIN = "https://colab.research.google.com"
 
 
-def _request(
-    port: int, method: str, path: str, headers: dict[str, str], timeout: float
+def request(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    timeout: float,
+    body: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request to localhost:PORT as Colab sends it; a one-line error if none answers."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, headers={"Host": f"localhost:{port}", **headers})
+        conn.request(method, path, body=body, headers={"Host": f"localhost:{port}", **headers})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     except (OSError, http.client.HTTPException) as e:
@@ -35,7 +41,7 @@ def verify_chain(
     if mode == "container":
         return verify_container(port, token, timeout)
     auth = {"Authorization": f"token {token}"}
-    code, _, body = _request(port, "GET", "/colabremote/api/status", auth, timeout)
+    code, _, body = request(port, "GET", "/colabremote/api/status", auth, timeout)
     if code == 403:
         raise CompanionError("the runtime refused the token (revoked? run start again)")
     if code != 200:
@@ -47,7 +53,7 @@ def verify_chain(
             "the runtime's status check answered something other than JSON; is it running "
             "under `jupyter colabremote serve`?"
         ) from e
-    code, headers, _ = _request(
+    code, headers, _ = request(
         port,
         "OPTIONS",
         "/api/colab/build-info",
@@ -63,7 +69,7 @@ def verify_chain(
             f"the runtime does not allow Colab's origin (preflight answered HTTP {code}); is "
             "it running under `jupyter colabremote serve`?"
         )
-    code, _, body = _request(
+    code, _, body = request(
         port, "GET", "/api/colab/build-info", {**auth, "Origin": COLAB_ORIGIN}, timeout
     )
     if code != 200 or not body.startswith(b")]}'"):
@@ -80,7 +86,7 @@ def verify_container(port: int, token: str, timeout: float = 15.0) -> dict[str, 
     through its own server extension; a plain Jupyter image answers 404).
     """
     auth = {"Authorization": f"token {token}"}
-    code, _, body = _request(port, "GET", "/api/kernelspecs", auth, timeout)
+    code, _, body = request(port, "GET", "/api/kernelspecs", auth, timeout)
     if code == 403:
         raise CompanionError(
             "the container refused its token (restarted with a new one? run start)"
@@ -96,14 +102,14 @@ def verify_container(port: int, token: str, timeout: float = 15.0) -> dict[str, 
         "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "authorization",
     }
-    code, headers, _ = _request(port, "OPTIONS", "/api/kernelspecs", preflight, timeout)
+    code, headers, _ = request(port, "OPTIONS", "/api/kernelspecs", preflight, timeout)
     if headers.get("access-control-allow-origin") not in (COLAB_ORIGIN, "*"):
         raise CompanionError(
             f"the container's Jupyter does not allow Colab's origin (preflight answered HTTP "
             f"{code}); start it with --ServerApp.allow_origin_pat='https://colab\\.(sandbox|"
             "research)\\.google\\.com' --ServerApp.allow_credentials=True"
         )
-    code, _, body = _request(
+    code, _, body = request(
         port, "GET", "/api/colab/build-info", {**auth, "Origin": COLAB_ORIGIN}, timeout
     )
     if code == 200 and not body.startswith(b")]}'"):
@@ -135,3 +141,15 @@ def report_forward(port: int, token: str, client: str, timeout: float = 10.0) ->
         conn.close()
     if code not in (200, 204):
         raise CompanionError(f"the runtime refused the forward report (HTTP {code})")
+
+
+def url_problem(port: int, token: str, mode: str) -> str | None:
+    """Why the URL with this port and token would fail now, or None if the runtime accepts it."""
+    path = "/api/kernelspecs" if mode == "container" else "/colabremote/api/status"
+    try:
+        code, _, _ = request(port, "GET", path, {"Authorization": f"token {token}"}, 10.0)
+    except CompanionError:
+        return f"nothing answers on localhost:{port}"
+    if code == 403:
+        return "its token was rotated or revoked on the server"
+    return None if code == 200 else f"the runtime answered HTTP {code}"

@@ -32,6 +32,8 @@ import sys
 import time
 import typing as t
 
+from .server_paths import server_path
+
 ENGINES = ("podman", "docker")
 NAME_PREFIX = "colabremote-"
 LABEL_PREFIX = "io.github.jupyter-colab-remote."
@@ -451,8 +453,8 @@ def ensure(
         env = {str(k): str(v) for k, v in (request.get("env") or {}).items()}
         workdir = request.get("workdir")
         if workdir:
-            workdir = os.path.abspath(os.path.expanduser(workdir))
-            os.makedirs(workdir, exist_ok=True)
+            workdir = server_path(workdir)
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
         port = int(request.get("port") or 0) or free_port()
         argv = run_argv(engine, image, profile, port, gpus, env, workdir)
         res = engine_run(argv, env={**os.environ, **env})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 import signal
@@ -23,9 +24,10 @@ import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 
 from .. import __version__
-from ..tokens import TokenError, TokenStore, default_token_file
+from ..tokens import TokenError, TokenStore, default_token_file, hash_token
 from . import container, gateway_launch
 from .runtime_file import running_servers
+from .server_paths import server_path
 from .workspace import WorkspaceError, split_git_spec, sync_repository
 
 #: How long a new runtime may take to start listening (kernelspecs, extensions, JupyterLab).
@@ -72,21 +74,50 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def register_token(token_file: str | os.PathLike[str], request: dict[str, t.Any]) -> None:
-    """Store the companion's token (hashed) under its name."""
+def register_token(
+    token_file: str | os.PathLike[str], request: dict[str, t.Any]
+) -> dict[str, t.Any]:
+    """Make the companion's token work without ever undoing a rotation or revocation.
+
+    The companion sends its saved secret, whether this host accepted it before
+    (`token_known`), and a fresh `fallback_token`. A saved secret that is still current is
+    kept; a first-time one is registered. One that was rotated, revoked or expired here (in
+    the panel, the CLI or the REST API) is never revived: the fallback is registered instead
+    (under the same name if that name is free or expired, else under a new name, so the
+    rotated token's new secret keeps working). Answers the name and whether it reissued.
+    """
     token, name = request.get("token"), request.get("token_name")
-    if token and name:
-        TokenStore(token_file).put(name, token)
+    if not token or not name:
+        return {}
+    store = TokenStore(token_file)
+    record = store.get(name)
+    if record is not None and not record.expired():
+        if hmac.compare_digest(record.hash, hash_token(token)):
+            return {"token_name": name, "token_reissued": False}
+    elif record is None and not request.get("token_known"):
+        store.create(name, secret=token)
+        return {"token_name": name, "token_reissued": False}
+    fresh = request.get("fallback_token")
+    if not fresh:
+        raise AgentError("this connection's token was rotated or revoked here; run start again")
+    if record is not None and record.expired():
+        store.revoke(name)
+        record = None
+    if record is not None:  # rotated elsewhere: its new secret stays with its user
+        taken = {r.name for r in store.records()}
+        name = next(f"{name}-{n}" for n in range(2, 10_000) if f"{name}-{n}" not in taken)
+    store.create(name, secret=fresh)
+    return {"token_name": name, "token_reissued": True}
 
 
 def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
     """Start `serve` detached (its own session, so it outlives the SSH connection)."""
     token_file = request.get("token_file") or str(default_token_file())
-    register_token(token_file, request)
+    claim = register_token(token_file, request)
     workdir = request.get("workdir")
     if workdir:
-        workdir = os.path.abspath(os.path.expanduser(workdir))
-        os.makedirs(workdir, exist_ok=True)
+        workdir = server_path(workdir)
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
     args = [
         sys.executable, "-m", "jupyter_colab_remote", "serve",
         f"--port={int(request.get('port') or 0)}", "--ip=127.0.0.1",
@@ -124,7 +155,8 @@ def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
                 f"last lines of {log}:\n{log_tail(log)}"
             )
         with contextlib.suppress(OSError, ValueError):
-            return {**json.loads(path.read_text()), "reattached": False, "log": str(log)}
+            info = json.loads(path.read_text())
+            return {**info, **claim, "reattached": False, "log": str(log)}
         time.sleep(0.05)
     proc.kill()
     raise AgentError(f"the runtime did not start within {START_DEADLINE:.0f} s (see {log})")
@@ -144,8 +176,8 @@ def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
             conflict = gateway_launch.mismatch(info, request, profile)
             if conflict:
                 raise AgentError(conflict)
-            register_token(info["token_file"], request)
-            return {**info, **workspace, "reattached": True, "log": str(log_path(profile))}
+            claim = register_token(info["token_file"], request)
+            return {**info, **claim, **workspace, "reattached": True, "log": str(log_path(profile))}
         return {**start_runtime(profile, request), **workspace}
 
 
@@ -161,7 +193,7 @@ def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
         workdir = os.path.join("~", name)
         request["workdir"] = workdir
     try:
-        return sync_repository(os.path.expanduser(workdir), spec, request.get("git_token"))
+        return sync_repository(server_path(workdir), spec, request.get("git_token"))
     except WorkspaceError as e:
         raise AgentError(str(e)) from e
 
