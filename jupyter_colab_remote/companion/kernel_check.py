@@ -51,7 +51,10 @@ def no_kernel_advice(port: int, token: str) -> str:
         advice = (status.get("kernels_available") or {}).get("advice")
     except (CompanionError, ValueError, AttributeError):
         advice = None
-    return advice or "install ipykernel in the runtime's Python environment"
+    return advice or (
+        "make sure ipykernel is installed for the kernel's Python "
+        "(`python -m pip install ipykernel` in the runtime's environment)"
+    )
 
 
 def verify_kernel(port: int, token: str, where: str, timeout: float = KERNEL_TIMEOUT) -> None:
@@ -69,9 +72,10 @@ def verify_kernel(port: int, token: str, where: str, timeout: float = KERNEL_TIM
     kernel_id = json.loads(body)["id"]
     try:
         result = asyncio.run(_execute(port, token, kernel_id, "1+1", timeout))
-    except (OSError, TimeoutError, ConnectionError, ValueError) as e:
+    except Exception as e:  # tornado's WebSocket and HTTP errors share no base class here
         raise CompanionError(
-            f"the Python kernel on {where} started but did not answer: {e or type(e).__name__}",
+            f"the Python kernel on {where} did not answer ({type(e).__name__}: {e}); "
+            f"{no_kernel_advice(port, token)}",
             exit_code=NO_KERNEL_EXIT,
         ) from e
     finally:

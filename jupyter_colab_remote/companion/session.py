@@ -326,12 +326,9 @@ class Session:
                 status = verify_chain(self.forwarder.port, self.token, mode=mode)
                 if mode == "native":
                     report_forward(self.forwarder.port, self.token, self.token_name)
-            where = self.target.alias
-            if mode == "native" and not runtime.get("reattached"):
-                with self.ui.step("running a Python kernel (1+1)"):
-                    verify_kernel(self.forwarder.port, self.token, where)
-            else:
-                python_kernelspec(self.forwarder.port, self.token, where)
+            check_python(
+                self.forwarder.port, self.token, self.target.alias, runtime, status, self.ui
+            )
         except BaseException:
             self.close()
             raise
@@ -551,6 +548,29 @@ def open_colab(ui: UI) -> None:
         ui.info(f"could not open a browser here; open {COLAB_URL} yourself")
 
 
+def check_python(
+    port: int,
+    token: str,
+    where: str,
+    runtime: dict[str, t.Any],
+    status: dict[str, t.Any],
+    ui: UI,
+) -> None:
+    """Prove the runtime can run Python before its URL is printed.
+
+    A new native runtime starts a kernel and runs `1+1`; a re-attached one or a container is
+    checked for a Python kernelspec. Kernels on a gateway that is unreachable now are not
+    tried: the runtime is fine and the gateway warning says what is wrong.
+    """
+    if gateway_warning(status):
+        return
+    if runtime.get("mode", "native") == "native" and not runtime.get("reattached"):
+        with ui.step("running a Python kernel (1+1)"):
+            verify_kernel(port, token, where)
+    else:
+        python_kernelspec(port, token, where)
+
+
 def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
     """`start` without a host: this machine becomes the runtime (detached, re-attachable)."""
     from ..server import remote_agent
@@ -602,11 +622,7 @@ def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
     )
     with ui.step("verifying (status, CORS preflight, probe)"):
         status = verify_chain(port, token, mode=mode)
-    if mode == "native" and not runtime.get("reattached"):
-        with ui.step("running a Python kernel (1+1)"):
-            verify_kernel(port, token, "this machine")
-    else:
-        python_kernelspec(port, token, "this machine")
+    check_python(port, token, "this machine", runtime, status, ui)
     warning = gateway_warning(status)
     if warning:
         ui.info(warning)
