@@ -159,22 +159,52 @@ def _drop_ssh_sessions(server) -> None:
             continue
 
 
+def rotate_in_the_panel(url: str, lab_config_dir: Path) -> str:
+    """Open JupyterLab through the URL in Chromium, rotate the token in the Colab panel as a
+    person would (button, confirmation); the new URL the panel shows."""
+    from selenium.webdriver.common.by import By
+    from test_labextension import (
+        CARD_XPATH,
+        click_dialog_button,
+        lab_browser,
+        panel_text,
+        quiet_lab_settings,
+    )
+    from test_labextension import wait_for as lab_wait_for
+
+    quiet_lab_settings(lab_config_dir)
+    base, token = url.split("/?token=")
+    with lab_browser() as driver:
+        driver.get(f"{base}/lab?token={token}")
+        card = lab_wait_for(
+            "the launcher card", lambda: driver.find_element(By.XPATH, CARD_XPATH), timeout=90
+        )
+        card.click()
+        shown = lab_wait_for(
+            "the URL in the panel", lambda: panel_text(driver, ".jp-ColabRemote-url"), timeout=30
+        )
+        assert shown == url  # the companion's port and token
+        driver.find_element(By.CSS_SELECTOR, ".jp-ColabRemote-rotate").click()
+        click_dialog_button(driver, "Rotate")
+        return lab_wait_for(
+            "the new URL",
+            lambda: (u := panel_text(driver, ".jp-ColabRemote-url")) != url and u,
+        )
+
+
 def test_a_rotation_elsewhere_is_never_undone(tmp_path, bare_server, user):
-    """Rotate the companion's token as the panel does, then start again and reconnect after
-    a dropped connection: the rotated secret never works again, the panel's new URL keeps
-    working, and the URL the companion prints (and `url`) works."""
+    """Rotate the companion's token in the JupyterLab panel (Chromium), then start again and
+    reconnect after a dropped connection: the rotated secret never works again, the panel's
+    new URL keeps working, and the URL the companion prints (and `url`) works."""
     env = user
     port = free_port()
     args = ["start", "gpu-box", "--port", str(port), "--json", "--remote-python", PYTHON]
     with companion(args, env, tmp_path / "logs") as c:
         rec = start_companion(c)
         old = rec["url"]
-        names = json.loads(api(old, "/colabremote/api/tokens")[1])
-        name = names["current"]
-        assert name.startswith("companion-")
-        code, body = api(old, f"/colabremote/api/tokens/{name}/rotate", "POST", {})
-        assert code == 200, body
-        panel_url = json.loads(body)["url"]
+        panel_url = rotate_in_the_panel(old, Path(bare_server.remote_env["JUPYTER_CONFIG_DIR"]))
+        assert panel_url.startswith(f"http://localhost:{port}/?token=")
+        assert api(panel_url, "/api/kernelspecs")[0] == 200
         assert api(old, "/api/kernelspecs")[0] == 403
         assert c.stop(signal.SIGINT) == 0
 
