@@ -31,6 +31,8 @@ from . import gateway
 
 #: Deadline for asking an interpreter whether it has a module; on timeout the start goes on.
 PROBE_TIMEOUT = 10.0
+#: Deadline for listing kernelspecs (a gateway's come over the network).
+LIST_TIMEOUT = 10.0
 #: How long the status document trusts an interpreter check (the kernel start never caches).
 STATUS_CACHE_SECONDS = 30.0
 #: The names jupyter_client replaces by the server's own interpreter (format_kernel_cmd).
@@ -119,7 +121,7 @@ async def has_module(python: str, module: str, env: dict[str, str]) -> bool:
 _status_cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
-async def has_module_cached(python: str, module: str, env: dict[str, str]) -> bool:
+async def has_cached(python: str, module: str, env: dict[str, str]) -> bool:
     """has_module, remembered for STATUS_CACHE_SECONDS (for the polled status document)."""
     key = (python, module)
     hit = _status_cache.get(key)
@@ -175,14 +177,18 @@ async def spec_problem(
     return KernelProblem(503, "Kernel cannot start", message, command)
 
 
+async def list_specs(ksm: t.Any) -> dict[str, t.Any]:
+    """All kernelspecs by name, as `/api/kernelspecs` lists them (bounded for a gateway)."""
+    return await asyncio.wait_for(ensure_async(ksm.get_all_specs()), LIST_TIMEOUT)
+
+
 async def kernel_problem(
-    ksm: t.Any,
+    specs: dict[str, t.Any],
     requested: str | None,
     default_name: str,
     check: t.Callable[..., t.Awaitable[bool]] = has_module,
 ) -> KernelProblem | None:
-    """Why the kernel `requested` (None: the default) cannot start here, or None if it can."""
-    specs: dict[str, t.Any] = await ensure_async(ksm.get_all_specs())
+    """Why the kernel `requested` (None: the default) cannot start, or None if it can."""
     names = sorted(specs)
     if not specs:
         message, command = no_kernel_advice()
@@ -204,27 +210,40 @@ async def kernel_problem(
     return problem
 
 
-async def availability(ksm: t.Any, default_name: str) -> dict[str, t.Any]:
+def is_python(spec: dict[str, t.Any]) -> bool:
+    """Whether a kernelspec model is a Python kernel."""
+    return str((spec.get("spec") or {}).get("language") or "").lower() == "python"
+
+
+async def availability(ksm: t.Any, default_name: str, local: bool = True) -> dict[str, t.Any]:
     """The status document's `kernels_available`: is there a usable Python kernel, and if
-    not (or the default kernel cannot start), what to run."""
+    not (or the default kernel cannot start), what to run. `local=False` (kernels on a
+    gateway): the kernelspecs are the gateway's, and their interpreters are not ours to check."""
+    result: dict[str, t.Any] = {"python": None, "kernelspecs": [], "default": default_name}
     try:
-        specs: dict[str, t.Any] = await ensure_async(ksm.get_all_specs())
-    except Exception as e:  # a gateway that is down: the `gateway` entry says more
-        return {"python": None, "kernelspecs": [], "default": default_name, "advice": str(e)}
+        specs = await list_specs(ksm)
+    except Exception as e:  # a gateway that is down: the status' `gateway` entry says why
+        result["advice"] = f"cannot list the kernelspecs: {str(e) or type(e).__name__}"
+        return result
+    result["kernelspecs"] = sorted(specs)
     python = False
     for name, spec in specs.items():
-        language = str((spec.get("spec") or {}).get("language") or "").lower()
-        if language == "python" and await spec_problem(name, spec, has_module_cached) is None:
+        if is_python(spec) and (not local or not await spec_problem(name, spec, has_cached)):
             python = True
             break
     advice = None
-    problem = await kernel_problem(ksm, None, default_name, has_module_cached)
-    if problem is not None:
+    if local and (problem := await kernel_problem(specs, None, default_name, has_cached)):
         advice = problem.message
-    elif not python:
-        advice = no_kernel_advice()[0].replace("no Jupyter kernel", "no Python kernel", 1)
-    names = sorted(specs)
-    return {"python": python, "kernelspecs": names, "default": default_name, "advice": advice}
+    elif specs and not python:
+        advice = (
+            f"This runtime has no Python kernel (kernelspecs: {', '.join(sorted(specs))}). "
+            f"The server runs on {server_environment()}; for its Python kernel: "
+            f"{install_command(sys.executable)}"
+        )
+    elif not specs:
+        advice = no_kernel_advice()[0]
+    result.update(python=python, advice=advice)
+    return result
 
 
 async def refuse_unstartable(handler: APIHandler, requested: t.Any) -> bool:
@@ -234,7 +253,7 @@ async def refuse_unstartable(handler: APIHandler, requested: t.Any) -> bool:
         return False  # a plain Jupyter server keeps its behaviour; a gateway has its own errors
     name = requested if isinstance(requested, str) and requested else None
     default = handler.kernel_manager.default_kernel_name
-    problem = await kernel_problem(handler.kernel_spec_manager, name, default)
+    problem = await kernel_problem(await list_specs(handler.kernel_spec_manager), name, default)
     if problem is None:
         return False
     handler.log.warning("colabremote: %s", problem.message)

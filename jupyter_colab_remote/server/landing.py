@@ -19,6 +19,7 @@ from tornado import web
 
 from .. import __version__
 from . import kernel_check
+from .gateway import gateway_client
 
 LANDING_PATH = "/colabremote"
 
@@ -86,8 +87,9 @@ class LandingHandler(JupyterHandler):
         app = self.settings["colabremote"]
         count = len(self.kernel_manager.list_kernel_ids())
         kernels = f"{count} kernel{'' if count == 1 else 's'} running"
+        local = gateway_client(self.serverapp) is None
         available = await kernel_check.availability(
-            self.kernel_spec_manager, self.kernel_manager.default_kernel_name
+            self.kernel_spec_manager, self.kernel_manager.default_kernel_name, local
         )
         warning = ""
         if available["advice"]:

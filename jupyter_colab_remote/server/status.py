@@ -42,6 +42,14 @@ def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
 class StatusHandler(APIHandler):
     """The runtime's status document."""
 
+    async def kernels_available(self, gateway: dict[str, t.Any] | None) -> dict[str, t.Any]:
+        """Whether a Python kernel can start; with a gateway, as far as it is reachable."""
+        default = self.kernel_manager.default_kernel_name
+        if gateway is not None and not gateway["reachable"]:
+            advice = f"the kernel gateway is unreachable: {gateway['error']}"
+            return {"python": None, "kernelspecs": [], "default": default, "advice": advice}
+        return await availability(self.kernel_spec_manager, default, local=gateway is None)
+
     @web.authenticated
     async def get(self) -> None:
         """Return version, uptime, kernels, open connections and resources."""
@@ -62,9 +70,7 @@ class StatusHandler(APIHandler):
                     "uptime_seconds": round(time.time() - app.started_at, 3),
                     "pid": os.getpid(),
                     "kernels": kernels,
-                    "kernels_available": await availability(
-                        self.kernel_spec_manager, km.default_kernel_name
-                    ),
+                    "kernels_available": await self.kernels_available(gateway),
                     "gateway": gateway,
                     "colab_port": app.colab_port(),
                     "forwards": live_forwards(app.forwards),
