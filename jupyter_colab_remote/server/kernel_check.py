@@ -33,8 +33,9 @@ from . import gateway
 PROBE_TIMEOUT = 10.0
 #: Deadline for listing kernelspecs (a gateway's come over the network).
 LIST_TIMEOUT = 10.0
-#: How long the status document trusts an interpreter check (the kernel start never caches).
-STATUS_CACHE_SECONDS = 30.0
+#: How long an interpreter check is trusted (a burst of kernel starts probes once; the
+#: polled status document does not start a process every few seconds).
+CACHE_SECONDS = 30.0
 #: The names jupyter_client replaces by the server's own interpreter (format_kernel_cmd).
 SERVER_PYTHON_NAMES = {
     "python",
@@ -118,18 +119,26 @@ async def has_module(python: str, module: str, env: dict[str, str]) -> bool:
         return True
 
 
-_status_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+_found: dict[tuple[str, str, int], tuple[float, bool]] = {}
 
 
-async def has_cached(python: str, module: str, env: dict[str, str]) -> bool:
-    """has_module, remembered for STATUS_CACHE_SECONDS (for the polled status document)."""
-    key = (python, module)
-    hit = _status_cache.get(key)
-    if hit and time.monotonic() - hit[0] < STATUS_CACHE_SECONDS:
+async def has_cached(
+    python: str, module: str, env: dict[str, str], trust_missing: bool = True
+) -> bool:
+    """has_module, remembered for CACHE_SECONDS. A kernel start passes trust_missing=False:
+    a missing module is probed again, so installing it takes effect at once."""
+    key = (python, module, hash(frozenset(env.items())))
+    hit = _found.get(key)
+    if hit and time.monotonic() - hit[0] < CACHE_SECONDS and (hit[1] or trust_missing):
         return hit[1]
     ok = await has_module(python, module, env)
-    _status_cache[key] = (time.monotonic(), ok)
+    _found[key] = (time.monotonic(), ok)
     return ok
+
+
+async def has_cached_or_probe(python: str, module: str, env: dict[str, str]) -> bool:
+    """The check a kernel start uses: a recent success, else a fresh probe."""
+    return await has_cached(python, module, env, trust_missing=False)
 
 
 def no_kernel_advice() -> tuple[str, str]:
@@ -186,7 +195,7 @@ async def kernel_problem(
     specs: dict[str, t.Any],
     requested: str | None,
     default_name: str,
-    check: t.Callable[..., t.Awaitable[bool]] = has_module,
+    check: t.Callable[..., t.Awaitable[bool]] = has_cached_or_probe,
 ) -> KernelProblem | None:
     """Why the kernel `requested` (None: the default) cannot start, or None if it can."""
     names = sorted(specs)
@@ -253,7 +262,12 @@ async def refuse_unstartable(handler: APIHandler, requested: t.Any) -> bool:
         return False  # a plain Jupyter server keeps its behaviour; a gateway has its own errors
     name = requested if isinstance(requested, str) and requested else None
     default = handler.kernel_manager.default_kernel_name
-    problem = await kernel_problem(await list_specs(handler.kernel_spec_manager), name, default)
+    try:
+        specs = await list_specs(handler.kernel_spec_manager)
+    except Exception as e:  # unreadable kernelspecs: the start itself will say more
+        handler.log.warning("colabremote: cannot check the kernelspecs: %s", e)
+        return False
+    problem = await kernel_problem(specs, name, default)
     if problem is None:
         return False
     handler.log.warning("colabremote: %s", problem.message)
