@@ -56,7 +56,9 @@ def test_pip_install_gives_a_runtime_that_runs_a_cell(runtime):
     code, _, specs = rest(runtime, "GET", "/api/kernelspecs")
     assert code == 200 and "python3" in specs["kernelspecs"], specs
     assert specs["kernelspecs"]["python3"]["spec"]["language"] == "python"
-    available = status_doc(runtime)["kernels_available"]
+    doc = status_doc(runtime)
+    assert doc["runtime"] is True
+    available = doc["kernels_available"]
     assert available["python"] is True and available["advice"] is None, available
     assert "python3" in available["kernelspecs"]
 
