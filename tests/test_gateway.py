@@ -212,6 +212,8 @@ def test_gateway_down_gives_clear_errors_and_recovers(gateway, gw_runtime):
     assert gw["reachable"] is False and "connection refused" in gw["error"], gw
     assert [k["id"] for k in doc["kernels"]] == [old_kernel]
     assert doc["kernels"][0]["execution_state"] == "unknown"
+    available = doc["kernels_available"]
+    assert available["python"] is None and "gateway is unreachable" in available["advice"]
 
     for method, path in (
         ("GET", "/api/kernels"),
@@ -235,7 +237,10 @@ def test_gateway_down_gives_clear_errors_and_recovers(gateway, gw_runtime):
     wait_for(lambda: status_doc(rt)["gateway"]["reachable"], what="gateway reachable again")
     code, _, kernels = rest(rt, "GET", "/api/kernels")
     assert code == 200 and kernels == []  # the old kernel died with the gateway: dropped
-    assert status_doc(rt)["kernels"] == []
+    doc = status_doc(rt)
+    assert doc["kernels"] == []
+    assert doc["kernels_available"]["python"] is True, doc["kernels_available"]
+    assert "python3" in doc["kernels_available"]["kernelspecs"]
     code, _, model = rest(rt, "POST", "/api/kernels", {"name": "python3"})
     assert code == 201, model
     assert asyncio.run(run_on(rt, model["id"], "6 * 7")) == ["42"]

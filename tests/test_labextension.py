@@ -12,10 +12,12 @@ The panel's pure logic has its own unit tests (labextension/tests, node's test r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import pytest
 from colab_browser import CHROMEDRIVER, CHROMIUM, browser_available
 from conftest import COLAB_ORIGIN
 from kernel_client import execute_request
-from runtime_process import run_runtime, stop_process
+from runtime_process import free_port, run_runtime, stop_process
 
 from jupyter_colab_remote import __version__
 
@@ -149,6 +151,66 @@ def lab_browser():
             with contextlib.suppress(Exception):
                 driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class PlainLab:
+    """A plain `jupyter lab` (not a runtime): where it listens and its token."""
+
+    base: str
+    token: str
+
+
+@contextlib.contextmanager
+def plain_jupyter_lab(tmp: Path):
+    """`jupyter lab` of this environment (the extension loads, as for any user of the
+    package) on a free loopback port, token from the environment; stopped by PID."""
+    dirs = {name: tmp / name for name in ("home", "runtime", "data", "config", "root")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    quiet_lab_settings(dirs["config"])
+    token = secrets.token_hex(24)
+    env = {
+        **os.environ,
+        "HOME": str(dirs["home"]),
+        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+        "JUPYTER_DATA_DIR": str(dirs["data"]),
+        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        "JUPYTER_TOKEN": token,
+    }
+    port = free_port()
+    # --allow-root: tests may run as root, as a GPU box's user often does.
+    args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1"]
+    args += [f"--port={port}", f"--ServerApp.root_dir={dirs['root']}"]
+    with open(tmp / "lab.log", "wb") as log:
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        lab = PlainLab(f"http://127.0.0.1:{port}", token)
+
+        def listening() -> bool:
+            assert proc.poll() is None, (tmp / "lab.log").read_text()[-2000:]
+            return get(f"{lab.base}/api/status", token) == 200
+
+        wait_for("jupyter lab to listen", listening, 60)
+        yield lab
+    finally:
+        stop_process(proc)
+
+
+def open_panel(driver, lab_url: str) -> None:
+    """Open JupyterLab at `lab_url` and click the "Colab connection" launcher card."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(lab_url)
+    card = wait_for(
+        "the 'Colab connection' launcher card",
+        lambda: driver.find_element(By.XPATH, CARD_XPATH),
+        timeout=60,
+    )
+    card.click()
 
 
 def panel_text(driver, css: str) -> str:
@@ -276,15 +338,7 @@ def test_panel_in_browser(tmp_path):
     extra = [f"--ColabRemoteApp.nvidia_smi={fake_smi}"]
     with run_runtime(tmp_path, extra_args=extra) as rt, lab_browser() as driver:
         old_token = rt.token
-        driver.get(f"{rt.base}/lab?token={old_token}")
-
-        # The launcher card opens the panel.
-        card = wait_for(
-            "the 'Colab connection' launcher card",
-            lambda: driver.find_element(By.XPATH, CARD_XPATH),
-            timeout=60,
-        )
-        card.click()
+        open_panel(driver, f"{rt.base}/lab?token={old_token}")
         url = wait_for(
             "the URL in the panel", lambda: panel_text(driver, ".jp-ColabRemote-url"), timeout=30
         )
@@ -392,3 +446,43 @@ def test_panel_in_browser(tmp_path):
             timeout=20,
         )
         assert "jupyter colabremote serve" in message
+
+
+@pytest.mark.skipif(_no_lab is not None, reason=_no_lab or "")
+@pytest.mark.skipif(browser_available() is not None, reason=str(browser_available()))
+@pytest.mark.timeout(180)
+def test_panel_on_plain_jupyter_lab(tmp_path):
+    """A plain `jupyter lab` in the same environment is not a runtime: the panel says so and
+    how to make one, without a URL, token name, copy or rotate button; the status bar claims
+    no Colab clients."""
+    from selenium.webdriver.common.by import By
+
+    with plain_jupyter_lab(tmp_path) as lab, lab_browser() as driver:
+        code, text = api(lab, "GET", "/colabremote/api/status", lab.token)
+        assert code == 200 and json.loads(text)["runtime"] is False, text
+        # The anonymous user's name is no token of the store.
+        code, text = api(lab, "GET", "/colabremote/api/tokens", lab.token)
+        assert code == 200 and json.loads(text)["current"] is None, text
+
+        open_panel(driver, f"{lab.base}/lab?token={lab.token}")
+        message = wait_for(
+            "the not-a-runtime message",
+            lambda: panel_text(driver, ".jp-ColabRemote-notRuntime"),
+            timeout=30,
+        )
+        assert "This JupyterLab is not a Colab runtime" in message, message
+        assert "jupyter colabremote serve" in message
+        assert "jupyter colabremote start HOST" in message
+        # Rendered from the status (the version is in the summary) ...
+        assert __version__ in panel_text(driver, ".jp-ColabRemote-summary")
+        # ... with nothing to copy into Colab, and no token controls.
+        visible = driver.execute_script(
+            "return [...document.querySelectorAll('#colabremote-panel .jp-ColabRemote-url,"
+            " #colabremote-panel .jp-ColabRemote-copy, #colabremote-panel .jp-ColabRemote-rotate,"
+            " #colabremote-panel .jp-ColabRemote-tokenRow, .jp-ColabRemote-statusItem')]"
+            ".filter(n => n.getClientRects().length > 0).map(n => n.className);"
+        )
+        assert visible == [], visible
+        text = driver.find_element(By.ID, "colabremote-panel").text
+        assert "localhost:" not in text and lab.token not in text and "Token:" not in text
+        assert panel_text(driver, ".jp-ColabRemote-error") == ""

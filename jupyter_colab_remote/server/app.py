@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import sys
@@ -18,7 +17,9 @@ from ..tokens import TokenError, TokenStore, default_token_file
 from . import gateway, kernel_ports, log_scrub
 from .colab_handlers import COLAB_HANDLERS
 from .identity import POLICY_SETTING, STORE_SETTING, TokenStoreIdentityProvider
+from .kernel_check import KERNEL_CHECK_HANDLERS
 from .kernel_ws import KERNEL_WS_HANDLERS
+from .landing import LANDING_HANDLERS, LANDING_PATH, jupyterlab_loaded
 from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
 from .runtime_file import remove_runtime_file, write_runtime_file
 from .status import StatusHandler
@@ -54,12 +55,13 @@ class ColabRemoteApp(ExtensionApp):
 
     name = "colabremote"
     description = "Serve this machine as a Google Colab local runtime."
-    extension_url = "/colabremote/api/status"
+    extension_url = LANDING_PATH
 
     @default("default_url")
     def _default_default_url(self) -> str:
-        # Opening the runtime's URL in a browser lands in JupyterLab when it is installed.
-        return "/lab" if importlib.util.find_spec("jupyterlab") else self.extension_url
+        # Opening the runtime's URL in a browser lands in JupyterLab when it is there,
+        # else on a page that explains the runtime (never on raw JSON).
+        return "/lab" if jupyterlab_loaded(getattr(self, "serverapp", None)) else LANDING_PATH
 
     load_other_extensions = True
     serverapp_config = COLAB_SERVER_CONFIG
@@ -173,14 +175,17 @@ class ColabRemoteApp(ExtensionApp):
             km.cull_busy = self.cull_busy
 
     def initialize_handlers(self) -> None:
-        """Colab's endpoints, the no-delay kernel WebSocket and our status API."""
+        """Colab's endpoints, checked kernel starts, the no-delay kernel WebSocket, our status
+        API and the landing page."""
         from .http_over_ws import HTTP_OVER_WS_HANDLERS
 
         self.handlers.extend(COLAB_HANDLERS)
+        self.handlers.extend(KERNEL_CHECK_HANDLERS)
         self.handlers.extend(KERNEL_WS_HANDLERS)
         self.handlers.extend(HTTP_OVER_WS_HANDLERS)
         self.handlers.extend(TOKEN_HANDLERS)
         self.handlers.append((r"/colabremote/api/status", StatusHandler))
+        self.handlers.extend(LANDING_HANDLERS)
 
     # -- runtime -------------------------------------------------------
     def local_url(self) -> str:

@@ -15,6 +15,13 @@ from ..tokens import TokenError, TokenStore, valid_name
 FORWARD_TTL_SECONDS = 24 * 3600
 
 
+def session_token_name(handler: APIHandler) -> str | None:
+    """The store token this request authenticated with (token or its login cookie); None for
+    any other identity, e.g. the anonymous user of a plain `jupyter lab`."""
+    used = getattr(handler, "_colabremote_token", None)
+    return used[0] if used else None
+
+
 class TokenBase(APIHandler):
     """Shared helpers: the store, the app and JSON errors."""
 
@@ -35,7 +42,7 @@ class TokensHandler(TokenBase):
     @web.authenticated
     def get(self) -> None:
         """List tokens; `current` names the one this browser session uses."""
-        current = self.current_user.name if self.current_user else None
+        current = session_token_name(self)
         self.finish(
             json.dumps({"tokens": [r.public() for r in self.store.records()], "current": current})
         )
@@ -55,7 +62,7 @@ class TokenHandler(TokenBase):
             return self.fail(404, str(e))
         record = self.store.get(name)
         assert record is not None
-        if self.current_user is not None and self.current_user.name == name:
+        if session_token_name(self) == name:
             # The old cookie was tied to the old secret; issue one for the new rotation.
             self._colabremote_token = (name, record.generation)
             self.identity_provider.set_login_cookie(self, self.current_user)

@@ -12,6 +12,7 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { colabIcon } from './icon';
+import { isRuntime } from './model';
 import { ColabPanel } from './panel';
 import { StatusService } from './service';
 import { ColabStatusItem } from './statusbar';
@@ -67,7 +68,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       statusBar.registerStatusItem('jupyter-colab-remote:status', {
         item,
         align: 'left',
-        rank: 100
+        rank: 100,
+        // Hidden on a server that is not a runtime: there are no Colab clients to count.
+        isActive: () => isRuntime(service.status),
+        activeStateChanged: service.changed
       });
       service.start(STATUS_BAR_REFRESH_MS);
     }

@@ -35,9 +35,22 @@ export interface IResources {
   gpus: IGpu[];
 }
 
+/** Whether a kernel can start on the runtime (`kernels_available` in the status). */
+export interface IKernelsAvailable {
+  /** A Python kernelspec whose interpreter has ipykernel; null when unknown (gateway down). */
+  python: boolean | null;
+  kernelspecs: string[];
+  default: string;
+  /** What is wrong and the command that fixes it, or null. */
+  advice: string | null;
+}
+
 /** `GET /colabremote/api/status`. */
 export interface IStatus {
   version: string;
+  /** False on a Jupyter server that loads the extension without being a runtime (`jupyter lab`). */
+  runtime?: boolean;
+  kernels_available?: IKernelsAvailable;
   uptime_seconds: number;
   kernels: IKernelStatus[];
   colab_port: number;
@@ -91,6 +104,12 @@ export interface IKernelRow {
 
 /** Everything the panel renders. */
 export interface IView {
+  /** False: this server is not a Colab runtime; no URL or token controls are shown. */
+  runtime: boolean;
+  /** The explanation shown instead of the URL on a server that is not a runtime. */
+  notRuntime: string | null;
+  /** Why kernels cannot start here and what to run, or null. */
+  kernelAdvice: string | null;
   url: string;
   hasToken: boolean;
   /** Shown under the URL when there is something to explain (no token known). */
@@ -110,6 +129,18 @@ export const NO_TOKEN_HINT =
   'This page does not know the token it was opened with (it was opened without a ' +
   'token in its address, or reloaded), so the URL above has none. Rotate the token to ' +
   'get a URL with a fresh one, or use the URL that `jupyter colabremote serve` printed.';
+
+export const NOT_RUNTIME_MESSAGE =
+  'This JupyterLab is not a Colab runtime: Colab cannot connect to it, so there is no URL ' +
+  'to paste. To make one, run `jupyter colabremote serve` on the machine that should run ' +
+  'the notebooks (it prints the URL for Colab), or, from your laptop, ' +
+  '`jupyter colabremote start HOST` to run it on HOST over SSH. The runtime\'s own ' +
+  'JupyterLab then shows its URL here.';
+
+/** Whether the status comes from a Colab runtime (servers predating the field are). */
+export function isRuntime(status: IStatus | null | undefined): boolean {
+  return !!status && status.runtime !== false;
+}
 
 /** The server's base path, always with a leading and a trailing slash. */
 export function normalizeBasePath(basePath: string): string {
@@ -242,6 +273,9 @@ export function statusBarText(status: IStatus | null, error: IErrorInfo | null =
   if (!status) {
     return 'Colab: …';
   }
+  if (!isRuntime(status)) {
+    return 'Colab: not a runtime';
+  }
   const clients = status.connections?.colab_kernel_websockets ?? 0;
   return `Colab: ${plural(clients, 'client')}, ${plural(status.kernels.length, 'kernel')}`;
 }
@@ -314,12 +348,16 @@ export function toView(status: IStatus, options: IViewOptions): IView {
       `Port ${forward.local_port} is the local port the companion on "${client}" ` +
       'forwards to this server.';
   }
-  const hasToken = !!options.token;
+  const runtime = isRuntime(status);
+  const hasToken = runtime && !!options.token;
   return {
-    url: colabUrl(status.colab_port, options.basePath, options.token),
+    runtime,
+    notRuntime: runtime ? null : NOT_RUNTIME_MESSAGE,
+    kernelAdvice: status.kernels_available?.advice || null,
+    url: runtime ? colabUrl(status.colab_port, options.basePath, options.token) : '',
     hasToken,
-    hint: hasToken ? null : NO_TOKEN_HINT,
-    portNote,
+    hint: runtime && !hasToken ? NO_TOKEN_HINT : null,
+    portNote: runtime ? portNote : null,
     gauges: gauges(status.resources),
     gpuNote: status.resources && (status.resources.gpus || []).length ? null : 'No GPU found.',
     kernels: kernelRows(status.kernels, options.now),

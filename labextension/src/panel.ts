@@ -9,7 +9,15 @@ import { Widget } from '@lumino/widgets';
 
 import { classifyError, getTokens, rotateToken, shutdownKernel } from './api';
 import { colabIcon } from './icon';
-import { errorMessage, IErrorInfo, IGauge, IKernelRow, tokenFromUrl, toView } from './model';
+import {
+  errorMessage,
+  IErrorInfo,
+  IGauge,
+  IKernelRow,
+  isRuntime,
+  tokenFromUrl,
+  toView
+} from './model';
 import { StatusService } from './service';
 
 /** How often the panel refreshes while it is visible. */
@@ -112,7 +120,7 @@ export class ColabPanel extends Widget {
     header.append(el('h2', '', 'Colab connection'), this._summaryNode);
     content.append(header, this._errorNode);
 
-    const connect = el('section', 'jp-ColabRemote-section');
+    const connect = this._connectNode;
     connect.append(
       el('h3', '', 'Connect Colab to this runtime'),
       el(
@@ -133,15 +141,16 @@ export class ColabPanel extends Widget {
     resources.append(el('h3', '', 'Resources'), this._gaugesNode, this._gpuNoteNode);
 
     const kernels = el('section', 'jp-ColabRemote-section');
-    kernels.append(el('h3', '', 'Kernels'), this._kernelsNode);
+    kernels.append(el('h3', '', 'Kernels'), this._kernelAdviceNode, this._kernelsNode);
 
-    content.append(connect, resources, kernels);
+    this._notRuntimeNode.hidden = true;
+    content.append(this._notRuntimeNode, connect, resources, kernels);
     this.node.appendChild(content);
   }
 
   private _render(): void {
     const service = this._service;
-    if (!this._tokenName && service.status && !service.error && this.isAttached) {
+    if (!this._tokenName && isRuntime(service.status) && !service.error && this.isAttached) {
       void this._loadTokenName();
     }
     const error = this._actionError || service.error;
@@ -156,6 +165,8 @@ export class ColabPanel extends Widget {
     const status = service.status;
     if (!status) {
       this._summaryNode.textContent = error ? '' : 'Loading…';
+      // Whether there is a URL to show at all (a runtime) is known from the first status.
+      this._connectNode.hidden = true;
       this._urlNode.textContent = '';
       this._copyButton.disabled = true;
       return;
@@ -167,6 +178,10 @@ export class ColabPanel extends Widget {
     });
     const updated = service.updated ? service.updated.toLocaleTimeString() : '';
     this._summaryNode.textContent = `${view.summary} · updated ${updated}`;
+    this._setText(this._kernelAdviceNode, view.kernelAdvice);
+    // Not a runtime: an explanation instead of a URL and token controls.
+    this._setText(this._notRuntimeNode, view.notRuntime);
+    this._connectNode.hidden = !view.runtime;
 
     // Right after a rotation, show the URL exactly as the server returned it.
     const rotated = this._rotated;
@@ -251,7 +266,8 @@ export class ColabPanel extends Widget {
 
   /** Which token this session uses (the one "Rotate" acts on). */
   private async _loadTokenName(): Promise<void> {
-    if (this._tokenName || this._loadingTokenName) {
+    // Only a runtime has tokens for Colab; the first good status decides.
+    if (this._tokenName || this._loadingTokenName || !isRuntime(this._service.status)) {
       return;
     }
     this._loadingTokenName = true;
@@ -329,6 +345,9 @@ export class ColabPanel extends Widget {
   private _timer: number | null = null;
 
   private _summaryNode = el('p', 'jp-ColabRemote-summary');
+  private _notRuntimeNode = el('p', 'jp-ColabRemote-notRuntime');
+  private _connectNode = el('section', 'jp-ColabRemote-section jp-ColabRemote-connect');
+  private _kernelAdviceNode = el('p', 'jp-ColabRemote-kernelAdvice');
   private _errorNode = el('div', 'jp-ColabRemote-error');
   private _urlNode = el('code', 'jp-ColabRemote-url');
   private _copyButton = el('button', 'jp-mod-styled jp-mod-accept jp-ColabRemote-copy', 'Copy');

@@ -10,9 +10,11 @@ import {
   formatDuration,
   formatPercent,
   gauges,
+  isRuntime,
   IStatus,
   level,
   NO_TOKEN_HINT,
+  NOT_RUNTIME_MESSAGE,
   percent,
   statusBarText,
   tokenFromUrl,
@@ -142,6 +144,18 @@ describe('statusBarText', () => {
     assert.equal(statusBarText(status(), { kind: 'network' }), 'Colab: offline');
     assert.equal(statusBarText(null), 'Colab: …');
   });
+  it('claims no Colab clients on a server that is not a runtime', () => {
+    assert.equal(statusBarText(status({ runtime: false })), 'Colab: not a runtime');
+  });
+});
+
+describe('isRuntime', () => {
+  it('is true for a runtime and for servers predating the field, false otherwise', () => {
+    assert.equal(isRuntime(status({ runtime: true })), true);
+    assert.equal(isRuntime(status()), true);
+    assert.equal(isRuntime(status({ runtime: false })), false);
+    assert.equal(isRuntime(null), false);
+  });
 });
 
 describe('gauges', () => {
@@ -206,6 +220,35 @@ describe('toView', () => {
     const view = toView(forwarded, { token: 't', basePath: '/', now: NOW });
     assert.equal(view.url, 'http://localhost:9000/?token=t');
     assert.match(view.portNote ?? '', /9000.*laptop/);
+  });
+  it('shows no URL, port or token hint on a server that is not a runtime', () => {
+    const forwarded = { laptop: { local_port: 9000, reported: 1 } };
+    const view = toView(status({ runtime: false, forwards: forwarded }), {
+      token: 'abc',
+      basePath: '/',
+      now: NOW
+    });
+    assert.equal(view.runtime, false);
+    assert.equal(view.url, '');
+    assert.equal(view.hasToken, false);
+    assert.equal(view.hint, null);
+    assert.equal(view.portNote, null);
+    assert.equal(view.notRuntime, NOT_RUNTIME_MESSAGE);
+    assert.match(view.notRuntime ?? '', /jupyter colabremote serve/);
+    assert.match(view.notRuntime ?? '', /jupyter colabremote start HOST/);
+    assert.equal(view.kernels.length, 2);
+  });
+  it('passes on the advice when no kernel can start', () => {
+    const advice = 'This runtime has no Jupyter kernel to start: ... -m pip install ipykernel';
+    const kernels_available = { python: false, kernelspecs: [], default: 'python3', advice };
+    const view = toView(status({ runtime: true, kernels_available }), {
+      token: 't',
+      basePath: '/',
+      now: NOW
+    });
+    assert.equal(view.kernelAdvice, advice);
+    assert.equal(view.notRuntime, null);
+    assert.equal(toView(status(), { token: 't', basePath: '/', now: NOW }).kernelAdvice, null);
   });
   it('shows the URL without a token, and a hint, when no token is known', () => {
     const view = toView(status(), { token: null, basePath: '/', now: NOW });
