@@ -1,15 +1,19 @@
 """A runtime that cannot run Python is reported by `start` and `doctor`, with the fix (issue 9).
 
-Real sshd and runtime. The remote environment lacks ipykernel in the way that matters to
-jupyter_client: the remote sessions' PYTHONPATH starts with a directory holding an `ipykernel`
-package that fails to import, so no Python kernelspec exists (as in an environment where
-ipykernel was never installed; removing it from the shared test environment is not possible
-while other tests use it).
+Real sshd and runtime, in two set-ups (ipykernel cannot be removed from the shared test
+environment while other tests use it; tests/test_kernel_check.py covers the runtime side):
+- `no-kernelspec`: the runtime offers no kernelspec at all, as an environment without
+  ipykernel does; simulated with the remote user's Jupyter config
+  (`KernelSpecManager.allowed_kernelspecs` naming none that exists).
+- `stale-kernelspec`: the remote user's own `python3` kernelspec (preferred over the
+  environment's with JUPYTER_PREFER_ENV_PATH=0) runs Debian's /usr/bin/python3, which has no
+  ipykernel, as a kernelspec left from a removed environment does.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,21 +22,33 @@ from companion_helpers import api, companion_env, error_line, kill_runtimes, run
 from sshd import SYSTEM_PATH, free_port, run_sshd
 
 
-@pytest.fixture
-def no_ipykernel(tmp_path) -> Path:
-    """A directory whose `ipykernel` package cannot be imported."""
-    shadow = tmp_path / "no-ipykernel"
-    (shadow / "ipykernel").mkdir(parents=True)
-    (shadow / "ipykernel" / "__init__.py").write_text(
-        'raise ImportError("ipykernel is not installed (simulated)")\n'
-    )
-    return shadow
+def remote_setup(tmp_path: Path, case: str) -> dict[str, str]:
+    """The remote sessions' environment for a case (see the module docstring)."""
+    env = {"PATH": SYSTEM_PATH}
+    if case == "no-kernelspec":
+        config = tmp_path / "remote-config"
+        config.mkdir()
+        settings = {"KernelSpecManager": {"allowed_kernelspecs": ["not-installed"]}}
+        (config / "jupyter_server_config.json").write_text(json.dumps(settings))
+        return {**env, "JUPYTER_CONFIG_DIR": str(config)}
+    python = "/usr/bin/python3"
+    probe = subprocess.run([python, "-c", "import ipykernel"], capture_output=True, timeout=30)
+    if probe.returncode == 0:
+        pytest.skip(f"{python} has ipykernel")
+    data = tmp_path / "remote-data"
+    spec = data / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "Python 3", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return {**env, "JUPYTER_DATA_DIR": str(data), "JUPYTER_PREFER_ENV_PATH": "0"}
 
 
-def test_start_and_doctor_report_a_runtime_without_python(tmp_path, ssh_client_files, no_ipykernel):
+@pytest.mark.parametrize("case", ["no-kernelspec", "stale-kernelspec"])
+def test_start_and_doctor_report_a_runtime_without_python(tmp_path, ssh_client_files, case):
     """start exits 7 naming the environment and what to install; doctor exits 7 at the
     'Python kernel' check (after token and origin passed); POST /api/kernels answers JSON."""
-    set_env = {"PATH": SYSTEM_PATH, "PYTHONPATH": str(no_ipykernel)}
+    set_env = remote_setup(tmp_path, case)
     with run_sshd(tmp_path, name="sshd", set_env=set_env) as server:
         ssh_client_files.add_host("gpu-box", server)
         env = companion_env(ssh_client_files.make_home(tmp_path / "home"), tmp_path)
