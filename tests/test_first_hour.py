@@ -15,6 +15,7 @@ fake https://colab.research.google.com page (tests/colab_browser.py).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import time
@@ -29,6 +30,7 @@ from runtime_process import free_port
 from sshd import run_sshd
 
 from jupyter_colab_remote import __version__
+from jupyter_colab_remote.companion.remote import sh_join
 
 pytestmark = pytest.mark.timeout(600)
 #: Installing jupyter-colab-remote[lab] (~100 wheels) on a busy 2-core machine.
@@ -209,3 +211,20 @@ def test_no_index_and_no_wheelhouse_is_one_error_naming_the_fix(first_hour):
     assert f"--python-version {version.strip()} " in line, line  # the server's, not the laptop's
     assert "--platform manylinux" in line and "jupyterlab" in line, line
     assert first_hour.leftovers() == []
+
+
+def test_server_paths_expand_in_the_servers_shell(tmp_path):
+    """`~`, `~/x`, `$HOME/x` (what users type, and README's `--remote-venv '~/venvs/ml'`)
+    expand in the server's shell; anything else, spaces and `$` included, stays literal."""
+    home = tmp_path / "the home"  # a space in HOME must not split the word
+    words = ["~", "~/venvs/ml/bin/python", "$HOME/x y", "${HOME}/z", "~root/a", "/opt/$x 'q'"]
+    out = subprocess.run(
+        ["sh", "-c", "printf '%s\\n' " + sh_join(words)],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True, timeout=10,
+    ).stdout.splitlines()  # fmt: skip
+    root_home = os.path.expanduser("~root")
+    assert out == [
+        str(home), f"{home}/venvs/ml/bin/python", f"{home}/x y", f"{home}/z", f"{root_home}/a",
+        "/opt/$x 'q'",
+    ]  # fmt: skip
