@@ -27,9 +27,14 @@ MADE_BY = ("RECORD", "WHEEL")
 
 
 def wheel_files(path: Path) -> dict[str, bytes]:
-    """A wheel's files and contents, without RECORD and WHEEL."""
+    """A wheel's files and contents, without RECORD and WHEEL; of METADATA its headers (the
+    description, README.md, is as old as the last `pip install -e .` in a development venv)."""
     with zipfile.ZipFile(path) as z:
-        return {n: z.read(n) for n in z.namelist() if n.rsplit("/", 1)[-1] not in MADE_BY}
+        files = {n: z.read(n) for n in z.namelist() if n.rsplit("/", 1)[-1] not in MADE_BY}
+    for name in files:
+        if name.endswith(".dist-info/METADATA"):
+            files[name] = files[name].split(b"\n\n", 1)[0]
+    return files
 
 
 def test_own_wheel_of_a_development_install_is_the_built_wheel(tmp_path, project_wheel):

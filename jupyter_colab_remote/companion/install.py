@@ -157,7 +157,7 @@ class Installer:
     def _bootstrap_pip(self, python: list[str]) -> None:
         """A venv without pip gets this machine's pip, run from its own wheel."""
         try:
-            pip = wheels.installed_wheel("pip")
+            pip = wheels.pip_wheel()
         except CompanionError as e:
             raise CompanionError(
                 f"{describe_python(python)} on {self.host} has no pip, and this machine has none "
@@ -221,8 +221,8 @@ class Installer:
         return CompanionError(
             f"installing jupyter-colab-remote {__version__} on {self.host} failed: its pip "
             f"cannot get {name} (no package index there, or none with a matching version). "
-            f"Fetch the dependencies on a machine with internet access: {shlex.join(argv)} "
-            f"; then rerun with --wheelhouse {folder}",
+            f"Fetch the dependencies on a machine with internet access with `{shlex.join(argv)}` "
+            f"and rerun with --wheelhouse {folder}",
             exit_code=7,
         )
 

@@ -68,11 +68,30 @@ def installed_wheel(name: str, cache: Path | None = None) -> Path:
         dist = md.distribution(name)
     except md.PackageNotFoundError:
         raise CompanionError(f"{name} is not installed on this machine", exit_code=7) from None
-    if is_editable(dist):
-        raise CompanionError(f"{name} is an editable install here; cannot repack it", exit_code=7)
+    if is_editable(dist) or not dist.files:
+        raise CompanionError(
+            f"{name} is installed here without a file list (editable, or by the system's "
+            "package manager): cannot repack it",
+            exit_code=7,
+        )
     entries = regular_entries(dist)
     wheel_file = dist.read_text("WHEEL")
     return write_wheel(dist, entries, wheel_file, cache or cache_dir())
+
+
+def pip_wheel(cache: Path | None = None) -> Path:
+    """A pip wheel: this environment's pip repacked, else the one ensurepip bundles here."""
+    try:
+        return installed_wheel("pip", cache)
+    except CompanionError as e:
+        try:
+            import ensurepip
+        except ImportError:
+            raise e from None
+        bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+        if not bundled:
+            raise
+        return bundled[-1]
 
 
 def is_editable(dist: md.Distribution) -> bool:
