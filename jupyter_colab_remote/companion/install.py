@@ -120,14 +120,18 @@ class Installer:
     def _ensure_venv(self, target: Target) -> dict[str, t.Any]:
         """The venv's probe, after creating it if it does not exist."""
         info = self._probe(target.python, missing_ok=True)
-        if info is None:
-            base = self._probe(target.base)
-            flags = ["--system-site-packages"] if target.system_site else []
-            if not base["ensurepip"]:
-                flags.append("--without-pip")  # Debian without python3-venv; pip comes later
-            self._run([*target.base, "-m", "venv", *flags, target.venv], VENV_TIMEOUT)
-            info = self._probe(target.python)
-        return info
+        if info is not None and not target.system_site:
+            return info  # the user's venv, as it is
+        base = self._probe(target.base)
+        if info is not None and info["full_version"] == base["full_version"]:
+            return info
+        # Missing, or the private venv of another interpreter (an earlier --remote-python).
+        flags = ["--clear"] if info is not None else []
+        flags += ["--system-site-packages"] if target.system_site else []
+        if not base["ensurepip"]:
+            flags.append("--without-pip")  # Debian without python3-venv; pip comes later
+        self._run([*target.base, "-m", "venv", *flags, target.venv], VENV_TIMEOUT)
+        return self._probe(target.python)
 
     def _probe(self, python: list[str], missing_ok: bool = False) -> dict[str, t.Any] | None:
         """What the interpreter is (version, venv, pip, platform); None if missing_ok and absent."""
