@@ -23,6 +23,7 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,27 @@ class Browser:
             code,
             ms,
         )
+
+    def run_cell(self, url: str, code: str, ms: int = 30000) -> tuple[str, dict]:
+        """What Colab does with a pasted Backend URL: start a kernel through it and run `code`
+        over the kernel's WebSocket; (kernel id, the run as `execute` returns it)."""
+        base, token = self.driver.execute_script(
+            "const u = new URL(arguments[0]); return [u.origin, u.searchParams.get('token')];",
+            url,
+        )
+        started = self.request(
+            f"{base}/api/kernels?token={token}",
+            {"method": "POST", "headers": {"Content-Type": "application/json"}, "body": "{}"},
+            ms=ms,
+        )
+        assert started.get("status") == 201, started
+        kernel_id = json.loads(started["text"])["id"]
+        ws_base = base.replace("http", "ws", 1)
+        ws_url = (
+            f"{ws_base}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
+            f"&token={token}"
+        )
+        return kernel_id, self.execute(ws_url, code, ms)
 
     def network_events(self) -> list[dict]:
         """Every CDP Network.* event logged so far (the log is drained on each read)."""

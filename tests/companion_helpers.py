@@ -48,15 +48,17 @@ def companion_env(home: Path, tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def cli_argv(*args: str) -> list[str]:
-    """`python -m jupyter_colab_remote ARGS`."""
-    return [sys.executable, "-m", "jupyter_colab_remote", *args]
+def cli_argv(*args: str, python: str | None = None) -> list[str]:
+    """`python -m jupyter_colab_remote ARGS` (this interpreter unless another is given)."""
+    return [python or sys.executable, "-m", "jupyter_colab_remote", *args]
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60.0, python: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a companion command to completion (bounded); no terminal, stdin from /dev/null."""
     proc = subprocess.Popen(
-        cli_argv(*args),
+        cli_argv(*args, python=python),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -103,14 +105,16 @@ def stop_pid(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float =
 class Companion:
     """A running `start` (it stays up, keeping the tunnel): reads its JSON record."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_dir: Path, python: str | None = None
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         n = len(list(log_dir.glob("companion-*.err")))
         self.stderr_path = log_dir / f"companion-{n}.err"
         self.args = args
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                cli_argv(*args),
+                cli_argv(*args, python=python),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -170,9 +174,9 @@ class Companion:
 
 
 @contextlib.contextmanager
-def companion(args: list[str], env: dict[str, str], log_dir: Path):
-    """A running companion, stopped by PID on exit whatever happened."""
-    c = Companion(args, env, log_dir)
+def companion(args: list[str], env: dict[str, str], log_dir: Path, python: str | None = None):
+    """A running companion (run by `python`, default this one), stopped by PID on exit."""
+    c = Companion(args, env, log_dir, python)
     try:
         yield c
     finally:

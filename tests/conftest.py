@@ -7,7 +7,7 @@ import pytest
 from jupyter_colab_remote.server.app import COLAB_SERVER_CONFIG
 from jupyter_colab_remote.tokens import TokenStore
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "sshd"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "sshd", "install_env"]
 
 COLAB_ORIGIN = "https://colab.research.google.com"
 

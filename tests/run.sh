@@ -36,6 +36,22 @@ if ! grep -q "jupyter-colab-remote.*enabled" <<<"$extensions"; then
   exit 1
 fi
 
+# tests/test_first_hour.py: the package's dependencies (with the lab extra) as wheels, the
+# "package index" of a simulated server that has none (~55 MB, ~100 wheels, ~15 s). For the
+# Python of that server, Debian's /usr/bin/python3 (pip picks the releases that support its
+# exact version; they work for this venv's Python too). Filled once per server Python version.
+server_python=$(/usr/bin/python3 -c 'import platform; print(platform.python_version())')
+if [ "$(cat .wheelhouse/.complete 2>/dev/null)" != "$server_python" ]; then
+  echo "== .wheelhouse: pip download of jupyter-colab-remote[lab]'s dependencies for Python $server_python"
+  rm -rf .wheelhouse
+  reqs=$("$venv/bin/python" -c \
+    'from jupyter_colab_remote.companion.wheels import requirements; print(*requirements("lab"))')
+  # shellcheck disable=SC2086  # one word per requirement
+  "$venv/bin/python" -m pip download -q --only-binary=:all: --python-version "$server_python" \
+    --dest .wheelhouse $reqs
+  echo "$server_python" >.wheelhouse/.complete
+fi
+
 # Enterprise Gateway 3.3.0 pins jupyter_server<2 and jupyter_client<7: it gets its own venv
 # (tests/test_enterprise_gateway.py). It does not depend on ipykernel, which its remote
 # kernels need (ipykernel 7 wants jupyter_client>=8).

@@ -15,6 +15,7 @@ import psutil
 from . import profiles, state
 from .errors import CompanionError
 from .gateway import check_gateway_url, gateway_token_from_environment
+from .install import check_wheelhouse
 from .remote import RemoteAgent
 from .session import (
     INTERPRETER_OPTIONS,
@@ -90,9 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--install",
         action="store_true",
         default=None,
-        help="install jupyter-colab-remote on the host (private venv) if missing",
+        help="install this version of jupyter-colab-remote on the host if missing (into "
+        "--remote-venv/--remote-python's venv, else a private venv)",
     )
-    p.add_argument("--wheel", help="with --install: upload this wheel instead of using an index")
+    p.add_argument(
+        "--wheel", help="with --install: upload this wheel of the package instead of this one's"
+    )
+    p.add_argument(
+        "--wheelhouse",
+        metavar="DIR",
+        help="with --install: upload the *.whl in DIR for the host's pip (a host without an "
+        "index); `start --install` says how to fill it",
+    )
     p.add_argument("--workdir", help="directory on the host that becomes the runtime's root")
     p.add_argument("--env-file", help="KEY=VALUE file: variables for the runtime's kernels")
     p.add_argument(
@@ -165,7 +175,7 @@ def apply_profile(args: argparse.Namespace) -> None:
         for key, value in profile.items():
             if key in ("host", "name"):
                 continue
-            if key == "env_file" or key == "wheel":
+            if key in ("env_file", "wheel", "wheelhouse"):
                 value = os.path.expanduser(str(value))
             if getattr(args, key, None) is None and hasattr(args, key):
                 setattr(args, key, value)
@@ -216,7 +226,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         remote_uv=args.remote_uv,
         remote_prefix=getattr(args, "remote_prefix", None),
         install=args.install,
-        wheel=args.wheel,
+        wheel=_local_file(args.wheel, "--wheel") if args.wheel else None,
+        wheelhouse=check_wheelhouse(args.wheelhouse) if args.wheelhouse else None,
         workdir=args.workdir,
         env=parse_env_file(args.env_file) if args.env_file else {},
         git=args.git,
@@ -272,6 +283,13 @@ def closed_message(host: str, profile: str) -> str:
         f"`jupyter colabremote start {name}` reconnects (same URL), "
         f"`jupyter colabremote stop {name}` stops them."
     )
+
+
+def _local_file(path: str, option: str) -> str:
+    """A local file an option names, or a one-line usage error."""
+    if not os.path.isfile(path):
+        raise CompanionError(f"{option} {path}: no such file", exit_code=2)
+    return path
 
 
 def _check_local_port(opts: StartOptions) -> None:

@@ -30,8 +30,8 @@ CONFIG_BASENAME = "jupyter_colabremote_config"
 #: Keys a profile may set, all of them `start` options of the same name.
 PROFILE_KEYS = {
     "host", "port", "remote_python", "remote_venv", "remote_conda", "remote_uv",
-    "workdir", "env_file", "git", "accept_new_host_key", "install", "wheel", "give_up_after",
-    "gateway_url", "image", "gpus", "engine",
+    "workdir", "env_file", "git", "accept_new_host_key", "install", "wheel", "wheelhouse",
+    "give_up_after", "gateway_url", "image", "gpus", "engine",
 }  # fmt: skip
 
 
@@ -43,8 +43,8 @@ class ColabRemoteCompanion(Configurable):
         config=True,
         help="Named connections: {'gpu-box': {'host': 'me@host', 'port': 9001, ...}}; keys are "
         "start's options (host, port, remote_python, remote_venv, remote_conda, remote_uv, "
-        "workdir, env_file, accept_new_host_key, install, wheel, give_up_after, gateway_url, "
-        "image, gpus, engine).",
+        "workdir, env_file, accept_new_host_key, install, wheel, wheelhouse, give_up_after, "
+        "gateway_url, image, gpus, engine).",
     )
     default_profile = Unicode(
         "", config=True, help="Profile used by `start` when no host is given (empty: none)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import typing as t
 
@@ -13,6 +14,41 @@ from .ssh_connect import SSHConnection
 
 #: Where `--install` puts a private environment on the remote host.
 PRIVATE_VENV = "~/.local/share/jupyter-colab-remote/venv"
+#: A path the server's shell expands: `~`, `~user`, `$HOME`, `${HOME}`, each alone or before `/`.
+_HOME_PATH = re.compile(r"(~[A-Za-z0-9._-]*|\$HOME|\$\{HOME\})(/.*)?", re.S)
+
+
+def sh_path(word: str) -> str:
+    """One word for the server's shell; a path starting with `~` or `$HOME` expands there
+    (`~/venvs/ml` becomes `"$HOME"/venvs/ml`), everything else is quoted literally."""
+    m = _HOME_PATH.fullmatch(word)
+    if not m:
+        return shlex.quote(word)
+    head = '"$HOME"' if m.group(1) in ("~", "$HOME", "${HOME}") else m.group(1)
+    rest = (m.group(2) or "")[1:]
+    if m.group(2) is None:
+        return head
+    return f"{head}/{shlex.quote(rest)}" if rest else f"{head}/"
+
+
+def sh_join(argv: list[str]) -> str:
+    """A command line for the server's shell: shlex.join, but home-relative paths expand."""
+    return " ".join(sh_path(a) for a in argv)
+
+
+def remote_path(path: str, home: str) -> str:
+    """A server path with a leading `~`/`$HOME` resolved against `home` (SFTP has no shell)."""
+    m = _HOME_PATH.fullmatch(path)
+    if not m or m.group(1) not in ("~", "$HOME", "${HOME}"):
+        return path
+    return home.rstrip("/") + (m.group(2) or "")
+
+
+def venv_python(venv: str) -> str:
+    """The interpreter of a (remote) virtual environment."""
+    return venv.rstrip("/") + "/bin/python"
+
+
 #: Default interpreter: the private venv if `--install` made one, else python3 on PATH.
 DEFAULT_PYTHON_SH = (
     'p="$HOME/.local/share/jupyter-colab-remote/venv/bin/python"; '
@@ -30,7 +66,7 @@ def python_command(
     if remote_python:
         return [remote_python]
     if venv:
-        return [venv.rstrip("/") + "/bin/python"]
+        return [venv_python(venv)]
     if conda_env:
         return ["conda", "run", "--no-capture-output", "-n", conda_env, "python"]
     if uv:
@@ -67,7 +103,7 @@ class RemoteAgent:
         `progress` receives the agent's progress lines (e.g. an image pull) as they come.
         """
         argv = [*self.prefix, "-m", "jupyter_colab_remote", "remote", action]
-        command = shlex.join(argv)
+        command = sh_join(argv)
         payload = (json.dumps(request or {}) + "\n").encode()
 
         def on_stderr(line: str) -> None:
@@ -114,47 +150,3 @@ class RemoteAgent:
                 exit_code=7,
             )
         return info
-
-    def install(self, wheel: str | None = None) -> None:
-        """Create the private venv on the remote and install this version into it."""
-        venv = PRIVATE_VENV.replace("~", "$HOME", 1)
-        py = f'"{venv}/bin/python"'
-        if wheel:
-            remote_wheel = self._upload(wheel)
-            spec = shlex.quote(remote_wheel)
-        else:
-            spec = shlex.quote(f"jupyter-colab-remote=={__version__}")
-        # The venv is made by the interpreter the user chose (python3 by default) and sees
-        # its packages (torch, jax...), so kernels keep the user's libraries.
-        base = shlex.join(self.prefix)
-        script = (
-            f'set -e; [ -x {py} ] || {base} -m venv --system-site-packages "{venv}"; '
-            # The package itself goes into the venv even if the base interpreter has a copy;
-            # then its dependencies, from the base's site packages where they are already.
-            f"{py} -m pip install -q --disable-pip-version-check --ignore-installed --no-deps "
-            f"{spec}; {py} -m pip install -q --disable-pip-version-check {spec}"
-        )
-        rc, _, err = self.conn.run(f"sh -c {shlex.quote(script)}", timeout=900)
-        if rc != 0:
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            raise CompanionError(f"installing on {self.conn.target.alias} failed: {last}")
-        self.prefix = python_command()
-
-    def _upload(self, wheel: str) -> str:
-        """Copy a local wheel to the remote over SFTP (for hosts without index access)."""
-        import os
-
-        sftp = self.conn.transport.open_sftp_client()
-        try:
-            home = sftp.normalize(".")
-            target = f"{home}/.cache/jupyter-colab-remote"
-            for d in (f"{home}/.cache", target):
-                try:
-                    sftp.stat(d)
-                except OSError:
-                    sftp.mkdir(d, 0o700)
-            remote = f"{target}/{os.path.basename(wheel)}"
-            sftp.put(wheel, remote)
-            return remote
-        finally:
-            sftp.close()

@@ -17,12 +17,14 @@ import webbrowser
 import paramiko
 import psutil
 
+from .. import __version__
 from ..server import container
 from ..tokens import new_secret
 from . import state
 from .errors import AuthError, CompanionError, HostKeyError
 from .forwarder import Forwarder, Link
 from .gateway import gateway_warning
+from .install import Installer
 from .kernel_check import python_kernelspec, verify_kernel
 from .prompts import Prompter
 from .remote import RemoteAgent, python_command
@@ -69,6 +71,7 @@ class StartOptions:
     remote_prefix: list[str] | None = None
     install: bool = False
     wheel: str | None = None
+    wheelhouse: str | None = None
     workdir: str | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     git: str | None = None
@@ -213,6 +216,20 @@ class Session:
             return self.installed_prefix
         return interpreter(self.opts)
 
+    def installer(self, conn: SSHConnection) -> Installer:
+        """What `--install` runs: into the environment the interpreter options name."""
+        base = None
+        if self.opts.remote_conda or self.opts.remote_uv:
+            base = python_command(None, None, self.opts.remote_conda, self.opts.remote_uv)
+        return Installer(
+            conn,
+            remote_python=self.opts.remote_python,
+            remote_venv=self.opts.remote_venv,
+            base=base,
+            wheel=self.opts.wheel,
+            wheelhouse=self.opts.wheelhouse,
+        )
+
     # -- one attach ----------------------------------------------------
     def attach(self, quiet: bool = False, check_version: bool = True) -> dict[str, t.Any]:
         """Connect, check the remote package, start or re-attach; point the forward at it.
@@ -231,17 +248,22 @@ class Session:
         try:
             agent = RemoteAgent(conn, self.python_prefix())
             if check_version:
+                missing = False
                 with ui.step("checking the remote package"):
                     try:
                         agent.check_version()
                     except CompanionError as e:
                         if e.exit_code != 7 or not self.opts.install:
                             raise
-                        ui.info(f"  {e}; installing...")
-                        agent.install(self.opts.wheel)
-                        # From now on (reconnects, stop) use the venv just made.
-                        self.installed_prefix = agent.prefix
-                        agent.check_version()
+                        missing = True
+                if missing:
+                    with ui.step(
+                        f"installing jupyter-colab-remote {__version__} on {conn.target.alias}"
+                    ):
+                        # From now on (reconnects, stop) use the interpreter installed into.
+                        self.installed_prefix = self.installer(conn).install()
+                    agent.prefix = self.installed_prefix
+                    agent.check_version()
             request = {
                 "profile": self.opts.profile,
                 **self.token_request(),
