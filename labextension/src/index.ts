@@ -17,16 +17,14 @@ import { ColabPanel } from './panel';
 import { StatusService } from './service';
 import { ColabStatusItem } from './statusbar';
 
-/** How often the status bar's figures are refreshed in the background. */
-const STATUS_BAR_REFRESH_MS = 15000;
-
 export namespace CommandIDs {
   export const open = 'colabremote:open';
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-colab-remote:plugin',
-  description: 'The Colab connection panel and status-bar item of jupyter-colab-remote.',
+  description:
+    'The Colab connection panel and status-bar item of jupyter-colab-remote.',
   autoStart: true,
   optional: [ILauncher, ICommandPalette, IStatusBar, ILayoutRestorer],
   activate: (
@@ -36,14 +34,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null,
     restorer: ILayoutRestorer | null
   ) => {
-    const service = new StatusService();
+    const service = new StatusService(app.serviceManager.serverSettings);
     const tracker = new WidgetTracker<ColabPanel>({ namespace: 'colabremote' });
     let panel: ColabPanel | null = null;
 
     app.commands.addCommand(CommandIDs.open, {
       label: 'Colab connection',
-      caption: 'The URL to paste into Colab, the token, kernels and resources of this runtime',
+      caption:
+        'The URL to paste into Colab, the token, kernels and resources of this runtime',
       icon: colabIcon,
+      describedBy: { args: { type: 'object', properties: {} } },
       execute: () => {
         if (!panel || panel.isDisposed) {
           panel = new ColabPanel(service);
@@ -59,7 +59,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     launcher?.add({ command: CommandIDs.open, category: 'Other', rank: 100 });
     palette?.addItem({ command: CommandIDs.open, category: 'Colab' });
-    restorer?.restore(tracker, { command: CommandIDs.open, name: () => 'colabremote' });
+    restorer?.restore(tracker, {
+      command: CommandIDs.open,
+      name: () => 'colabremote'
+    });
 
     if (statusBar) {
       const item = new ColabStatusItem(service, () => {
@@ -73,7 +76,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         isActive: () => isRuntime(service.status),
         activeStateChanged: service.changed
       });
-      service.start(STATUS_BAR_REFRESH_MS);
+      service.startBackground();
     }
   }
 };

@@ -31,7 +31,9 @@ export interface IResources {
     freeBytes: number;
     kernels?: { uuid: string; usedBytes: number }[];
   };
-  disks: { filesystem: { label: string; totalBytes: number; usedBytes: number } }[];
+  disks: {
+    filesystem: { label: string; totalBytes: number; usedBytes: number };
+  }[];
   gpus: IGpu[];
 }
 
@@ -134,7 +136,7 @@ export const NOT_RUNTIME_MESSAGE =
   'This JupyterLab is not a Colab runtime: Colab cannot connect to it, so there is no URL ' +
   'to paste. To make one, run `jupyter colabremote serve` on the machine that should run ' +
   'the notebooks (it prints the URL for Colab), or, from your laptop, ' +
-  '`jupyter colabremote start HOST` to run it on HOST over SSH. The runtime\'s own ' +
+  "`jupyter colabremote start HOST` to run it on HOST over SSH. The runtime's own " +
   'JupyterLab then shows its URL here.';
 
 /** Whether the status comes from a Colab runtime (servers predating the field are). */
@@ -158,7 +160,11 @@ export function normalizeBasePath(basePath: string): string {
  * The URL to paste into Colab's "Connect to a local runtime" dialog. Colab accepts only
  * http://localhost:PORT/..., whatever host the browser reached the server by.
  */
-export function colabUrl(port: number, basePath: string, token?: string | null): string {
+export function colabUrl(
+  port: number,
+  basePath: string,
+  token?: string | null
+): string {
   const base = `http://localhost:${port}${normalizeBasePath(basePath)}`;
   return token ? `${base}?token=${encodeURIComponent(token)}` : base;
 }
@@ -179,7 +185,12 @@ const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
 /** Binary units: "512 B", "1.5 KiB", "15.6 GiB", "512 MiB"; "—" when unknown. */
 export function formatBytes(bytes: number | null | undefined): string {
-  if (bytes === null || bytes === undefined || !Number.isFinite(bytes) || bytes < 0) {
+  if (
+    bytes === null ||
+    bytes === undefined ||
+    !Number.isFinite(bytes) ||
+    bytes < 0
+  ) {
     return '—';
   }
   let value = bytes;
@@ -266,7 +277,10 @@ export function plural(count: number, word: string): string {
 }
 
 /** The status bar: "Colab: 1 client, 2 kernels", or "Colab: offline" after an error. */
-export function statusBarText(status: IStatus | null, error: IErrorInfo | null = null): string {
+export function statusBarText(
+  status: IStatus | null,
+  error: IErrorInfo | null = null
+): string {
   if (error) {
     return 'Colab: offline';
   }
@@ -299,14 +313,27 @@ export function gauges(resources: IResources | null | undefined): IGauge[] {
   });
   const gpus = resources.gpus || [];
   gpus.forEach((gpu, i) => {
-    const label = gpus.length > 1 ? `GPU ${i}: ${gpu.name}` : `GPU: ${gpu.name}`;
+    const label =
+      gpus.length > 1 ? `GPU ${i}: ${gpu.name}` : `GPU: ${gpu.name}`;
     const util = formatPercent(gpu.gpuUtilization * 100);
-    out.push(gauge(label, gpu.memoryUsedBytes, gpu.memoryTotalBytes, `utilization ${util}`));
+    out.push(
+      gauge(
+        label,
+        gpu.memoryUsedBytes,
+        gpu.memoryTotalBytes,
+        `utilization ${util}`
+      )
+    );
   });
   return out;
 }
 
-function gauge(label: string, used: number, total: number, detail: string): IGauge {
+function gauge(
+  label: string,
+  used: number,
+  total: number,
+  detail: string
+): IGauge {
   const p = percent(used, total);
   return {
     label,
@@ -354,12 +381,17 @@ export function toView(status: IStatus, options: IViewOptions): IView {
     runtime,
     notRuntime: runtime ? null : NOT_RUNTIME_MESSAGE,
     kernelAdvice: status.kernels_available?.advice || null,
-    url: runtime ? colabUrl(status.colab_port, options.basePath, options.token) : '',
+    url: runtime
+      ? colabUrl(status.colab_port, options.basePath, options.token)
+      : '',
     hasToken,
     hint: runtime && !hasToken ? NO_TOKEN_HINT : null,
     portNote: runtime ? portNote : null,
     gauges: gauges(status.resources),
-    gpuNote: status.resources && (status.resources.gpus || []).length ? null : 'No GPU found.',
+    gpuNote:
+      status.resources && (status.resources.gpus || []).length
+        ? null
+        : 'No GPU found.',
     kernels: kernelRows(status.kernels, options.now),
     statusText: statusBarText(status),
     summary: `jupyter-colab-remote ${status.version}, up ${formatDuration(status.uptime_seconds)}`

@@ -3,7 +3,7 @@
  * kernels and the runtime's RAM / disk / GPU figures.
  */
 import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
-import { PageConfig } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
@@ -20,16 +20,15 @@ import {
 } from './model';
 import { StatusService } from './service';
 
-/** How often the panel refreshes while it is visible. */
-export const PANEL_REFRESH_MS = 5000;
-
 /**
- * The token this JupyterLab page was opened with: PageConfig's, else the `token` query
- * parameter of the address the page was loaded from (JupyterLab removes it from the
- * address bar, but the navigation entry keeps the original URL).
+ * The token this JupyterLab page was opened with: the server settings' (from the page
+ * config), else the `token` query parameter of the address the page was loaded from
+ * (JupyterLab removes it from the address bar, but the navigation entry keeps it).
  */
-export function sessionToken(): string | null {
-  const configured = PageConfig.getToken();
+export function sessionToken(
+  settings: ServerConnection.ISettings
+): string | null {
+  const configured = settings.token;
   if (configured) {
     return configured;
   }
@@ -60,10 +59,11 @@ export class ColabPanel extends Widget {
   constructor(service: StatusService) {
     super();
     this._service = service;
-    this._token = sessionToken();
+    this._token = sessionToken(service.serverSettings);
     this.id = 'colabremote-panel';
     this.title.label = 'Colab connection';
-    this.title.caption = 'The URL to paste into Colab, tokens, kernels and resources';
+    this.title.caption =
+      'The URL to paste into Colab, tokens, kernels and resources';
     this.title.icon = colabIcon;
     this.title.closable = true;
     this.addClass('jp-ColabRemote');
@@ -76,7 +76,7 @@ export class ColabPanel extends Widget {
     if (this.isDisposed) {
       return;
     }
-    this._stopTimer();
+    this._service.setPanelVisible(false);
     this._service.changed.disconnect(this._render, this);
     super.dispose();
   }
@@ -86,32 +86,29 @@ export class ColabPanel extends Widget {
     return this._urlNode.textContent || '';
   }
 
+  // The service polls faster while the panel is visible (in the main area, not behind
+  // another tab); the browser tab's own visibility is the poll's business.
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
-    this._stopTimer();
-    this._timer = window.setInterval(() => {
-      if (this.isVisible && !document.hidden) {
-        void this._service.refresh();
-      }
-    }, PANEL_REFRESH_MS);
+    if (this.isVisible) {
+      this._service.setPanelVisible(true);
+    }
     void this._loadTokenName();
   }
 
   protected onBeforeDetach(msg: Message): void {
-    this._stopTimer();
+    this._service.setPanelVisible(false);
     super.onBeforeDetach(msg);
   }
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    void this._service.refresh();
+    this._service.setPanelVisible(true);
   }
 
-  private _stopTimer(): void {
-    if (this._timer !== null) {
-      window.clearInterval(this._timer);
-      this._timer = null;
-    }
+  protected onAfterHide(msg: Message): void {
+    this._service.setPanelVisible(false);
+    super.onAfterHide(msg);
   }
 
   private _build(): void {
@@ -135,13 +132,27 @@ export class ColabPanel extends Widget {
     const tokenRow = el('div', 'jp-ColabRemote-tokenRow');
     this._rotateButton.addEventListener('click', () => void this._rotate());
     tokenRow.append(this._rotateButton, this._tokenNameNode);
-    connect.append(urlRow, this._hintNode, this._portNode, this._noticeNode, tokenRow);
+    connect.append(
+      urlRow,
+      this._hintNode,
+      this._portNode,
+      this._noticeNode,
+      tokenRow
+    );
 
     const resources = el('section', 'jp-ColabRemote-section');
-    resources.append(el('h3', '', 'Resources'), this._gaugesNode, this._gpuNoteNode);
+    resources.append(
+      el('h3', '', 'Resources'),
+      this._gaugesNode,
+      this._gpuNoteNode
+    );
 
     const kernels = el('section', 'jp-ColabRemote-section');
-    kernels.append(el('h3', '', 'Kernels'), this._kernelAdviceNode, this._kernelsNode);
+    kernels.append(
+      el('h3', '', 'Kernels'),
+      this._kernelAdviceNode,
+      this._kernelsNode
+    );
 
     this._notRuntimeNode.hidden = true;
     content.append(this._notRuntimeNode, connect, resources, kernels);
@@ -150,7 +161,12 @@ export class ColabPanel extends Widget {
 
   private _render(): void {
     const service = this._service;
-    if (!this._tokenName && isRuntime(service.status) && !service.error && this.isAttached) {
+    if (
+      !this._tokenName &&
+      isRuntime(service.status) &&
+      !service.error &&
+      this.isAttached
+    ) {
       void this._loadTokenName();
     }
     const error = this._actionError || service.error;
@@ -173,7 +189,7 @@ export class ColabPanel extends Widget {
     }
     const view = toView(status, {
       token: this._token,
-      basePath: PageConfig.getOption('baseUrl') || '/',
+      basePath: new URL(service.serverSettings.baseUrl, location.href).pathname,
       now: new Date()
     });
     const updated = service.updated ? service.updated.toLocaleTimeString() : '';
@@ -227,7 +243,14 @@ export class ColabPanel extends Widget {
     }
     const table = el('table', 'jp-ColabRemote-kernels');
     const head = el('tr');
-    for (const title of ['Kernel', 'State', 'Last activity', 'Memory', 'Connections', '']) {
+    for (const title of [
+      'Kernel',
+      'State',
+      'Last activity',
+      'Memory',
+      'Connections',
+      ''
+    ]) {
       head.appendChild(el('th', '', title));
     }
     table.appendChild(el('thead')).appendChild(head);
@@ -243,7 +266,11 @@ export class ColabPanel extends Widget {
         el('td', '', row.memory),
         el('td', '', String(row.connections))
       );
-      const button = el('button', 'jp-mod-styled jp-ColabRemote-shutdown', 'Shut down');
+      const button = el(
+        'button',
+        'jp-mod-styled jp-ColabRemote-shutdown',
+        'Shut down'
+      );
       button.disabled = this._busy;
       button.addEventListener('click', () => void this._shutdown(row));
       tr.appendChild(el('td')).appendChild(button);
@@ -267,13 +294,17 @@ export class ColabPanel extends Widget {
   /** Which token this session uses (the one "Rotate" acts on). */
   private async _loadTokenName(): Promise<void> {
     // Only a runtime has tokens for Colab; the first good status decides.
-    if (this._tokenName || this._loadingTokenName || !isRuntime(this._service.status)) {
+    if (
+      this._tokenName ||
+      this._loadingTokenName ||
+      !isRuntime(this._service.status)
+    ) {
       return;
     }
     this._loadingTokenName = true;
     try {
-      this._tokenName = (await getTokens()).current;
-    } catch (e) {
+      this._tokenName = (await getTokens(this._service.serverSettings)).current;
+    } catch {
       // The status poll reports the same failure; the next good poll retries.
     } finally {
       this._loadingTokenName = false;
@@ -298,9 +329,12 @@ export class ColabPanel extends Widget {
       return;
     }
     await this._act(async () => {
-      const result = await rotateToken(name);
+      const result = await rotateToken(this._service.serverSettings, name);
       this._token = result.token;
-      this._rotated = { url: result.url, port: this._service.status?.colab_port ?? -1 };
+      this._rotated = {
+        url: result.url,
+        port: this._service.status?.colab_port ?? -1
+      };
       this._notice =
         `New token for "${name}": the previous URL no longer works. ` +
         'The new one is shown once here; copy it now.';
@@ -311,12 +345,15 @@ export class ColabPanel extends Widget {
     const answer = await showDialog({
       title: `Shut down the ${row.name} kernel?`,
       body: `Kernel ${row.id} and its variables are lost, for Colab and for JupyterLab.`,
-      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Shut down' })]
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({ label: 'Shut down' })
+      ]
     });
     if (!answer.button.accept) {
       return;
     }
-    await this._act(() => shutdownKernel(row.id));
+    await this._act(() => shutdownKernel(this._service.serverSettings, row.id));
   }
 
   /** Run an action, show its error if any, and refresh the status afterwards. */
@@ -342,15 +379,21 @@ export class ColabPanel extends Widget {
   private _notice: string | null = null;
   private _actionError: IErrorInfo | null = null;
   private _busy = false;
-  private _timer: number | null = null;
 
   private _summaryNode = el('p', 'jp-ColabRemote-summary');
   private _notRuntimeNode = el('p', 'jp-ColabRemote-notRuntime');
-  private _connectNode = el('section', 'jp-ColabRemote-section jp-ColabRemote-connect');
+  private _connectNode = el(
+    'section',
+    'jp-ColabRemote-section jp-ColabRemote-connect'
+  );
   private _kernelAdviceNode = el('p', 'jp-ColabRemote-kernelAdvice');
   private _errorNode = el('div', 'jp-ColabRemote-error');
   private _urlNode = el('code', 'jp-ColabRemote-url');
-  private _copyButton = el('button', 'jp-mod-styled jp-mod-accept jp-ColabRemote-copy', 'Copy');
+  private _copyButton = el(
+    'button',
+    'jp-mod-styled jp-mod-accept jp-ColabRemote-copy',
+    'Copy'
+  );
   private _hintNode = el('p', 'jp-ColabRemote-hint');
   private _portNode = el('p', 'jp-ColabRemote-help');
   private _noticeNode = el('p', 'jp-ColabRemote-notice');

@@ -48,10 +48,22 @@ function status(overrides: Partial<IStatus> = {}): IStatus {
         memory_bytes: null
       }
     ],
-    connections: { colab_kernel_websockets: 1, kernel_websockets: 1, http_over_websocket: 0 },
+    connections: {
+      colab_kernel_websockets: 1,
+      kernel_websockets: 1,
+      http_over_websocket: 0
+    },
     resources: {
       memory: { totalBytes: 16 * GiB, freeBytes: 12 * GiB, kernels: [] },
-      disks: [{ filesystem: { label: 'kernel', totalBytes: 100 * GiB, usedBytes: 95 * GiB } }],
+      disks: [
+        {
+          filesystem: {
+            label: 'kernel',
+            totalBytes: 100 * GiB,
+            usedBytes: 95 * GiB
+          }
+        }
+      ],
       gpus: []
     },
     ...overrides
@@ -60,8 +72,14 @@ function status(overrides: Partial<IStatus> = {}): IStatus {
 
 describe('colabUrl', () => {
   it('uses localhost, the port, the base path and the token', () => {
-    assert.equal(colabUrl(9000, '/', 'abc'), 'http://localhost:9000/?token=abc');
-    assert.equal(colabUrl(9000, '/a%40b/', 'f00'), 'http://localhost:9000/a%40b/?token=f00');
+    assert.equal(
+      colabUrl(9000, '/', 'abc'),
+      'http://localhost:9000/?token=abc'
+    );
+    assert.equal(
+      colabUrl(9000, '/a%40b/', 'f00'),
+      'http://localhost:9000/a%40b/?token=f00'
+    );
   });
   it('normalizes the base path', () => {
     assert.equal(colabUrl(1, '', 't'), 'http://localhost:1/?token=t');
@@ -72,13 +90,19 @@ describe('colabUrl', () => {
     assert.equal(colabUrl(9000, '/', ''), 'http://localhost:9000/');
   });
   it('encodes odd characters in a token', () => {
-    assert.equal(colabUrl(1, '/', 'a b&c'), 'http://localhost:1/?token=a%20b%26c');
+    assert.equal(
+      colabUrl(1, '/', 'a b&c'),
+      'http://localhost:1/?token=a%20b%26c'
+    );
   });
 });
 
 describe('tokenFromUrl', () => {
   it('reads the token query parameter', () => {
-    assert.equal(tokenFromUrl('http://127.0.0.1:8888/lab?token=abc&x=1'), 'abc');
+    assert.equal(
+      tokenFromUrl('http://127.0.0.1:8888/lab?token=abc&x=1'),
+      'abc'
+    );
   });
   it('returns null without one, or for junk', () => {
     assert.equal(tokenFromUrl('http://127.0.0.1:8888/lab'), null);
@@ -136,16 +160,26 @@ describe('statusBarText', () => {
     assert.equal(statusBarText(status()), 'Colab: 1 client, 2 kernels');
     const none = status({
       kernels: [],
-      connections: { colab_kernel_websockets: 0, kernel_websockets: 0, http_over_websocket: 0 }
+      connections: {
+        colab_kernel_websockets: 0,
+        kernel_websockets: 0,
+        http_over_websocket: 0
+      }
     });
     assert.equal(statusBarText(none), 'Colab: 0 clients, 0 kernels');
   });
   it('says offline after an error, and waits before the first answer', () => {
-    assert.equal(statusBarText(status(), { kind: 'network' }), 'Colab: offline');
+    assert.equal(
+      statusBarText(status(), { kind: 'network' }),
+      'Colab: offline'
+    );
     assert.equal(statusBarText(null), 'Colab: …');
   });
   it('claims no Colab clients on a server that is not a runtime', () => {
-    assert.equal(statusBarText(status({ runtime: false })), 'Colab: not a runtime');
+    assert.equal(
+      statusBarText(status({ runtime: false })),
+      'Colab: not a runtime'
+    );
   });
 });
 
@@ -178,7 +212,10 @@ describe('gauges', () => {
       gpuUtilization: 0.35,
       memoryUtilization: 0.2
     };
-    const resources = { ...status().resources, gpus: [gpu, { ...gpu, name: 'A100' }] };
+    const resources = {
+      ...status().resources,
+      gpus: [gpu, { ...gpu, name: 'A100' }]
+    };
     const out = gauges(resources);
     assert.equal(out.length, 4);
     assert.equal(out[2].label, 'GPU 0: Tesla T4');
@@ -239,8 +276,14 @@ describe('toView', () => {
     assert.equal(view.kernels.length, 2);
   });
   it('passes on the advice when no kernel can start', () => {
-    const advice = 'This runtime has no Jupyter kernel to start: ... -m pip install ipykernel';
-    const kernels_available = { python: false, kernelspecs: [], default: 'python3', advice };
+    const advice =
+      'This runtime has no Jupyter kernel to start: ... -m pip install ipykernel';
+    const kernels_available = {
+      python: false,
+      kernelspecs: [],
+      default: 'python3',
+      advice
+    };
     const view = toView(status({ runtime: true, kernels_available }), {
       token: 't',
       basePath: '/',
@@ -248,7 +291,10 @@ describe('toView', () => {
     });
     assert.equal(view.kernelAdvice, advice);
     assert.equal(view.notRuntime, null);
-    assert.equal(toView(status(), { token: 't', basePath: '/', now: NOW }).kernelAdvice, null);
+    assert.equal(
+      toView(status(), { token: 't', basePath: '/', now: NOW }).kernelAdvice,
+      null
+    );
   });
   it('shows the URL without a token, and a hint, when no token is known', () => {
     const view = toView(status(), { token: null, basePath: '/', now: NOW });
@@ -261,7 +307,11 @@ describe('toView', () => {
 
 describe('errorMessage', () => {
   it('explains a refused token', () => {
-    const text = errorMessage({ kind: 'response', status: 403, message: 'Forbidden' });
+    const text = errorMessage({
+      kind: 'response',
+      status: 403,
+      message: 'Forbidden'
+    });
     assert.match(text, /403/);
     assert.match(text, /rotated or revoked/);
   });
@@ -271,7 +321,11 @@ describe('errorMessage', () => {
   });
   it('passes on the server message for other statuses', () => {
     assert.equal(
-      errorMessage({ kind: 'response', status: 404, message: "no token named 'x'" }),
+      errorMessage({
+        kind: 'response',
+        status: 404,
+        message: "no token named 'x'"
+      }),
       "Not found (no token named 'x')."
     );
     assert.equal(
