@@ -68,6 +68,10 @@ export EG_VENV
 echo "== ruff"
 ruff check .
 ruff format --check .
+# The extension's eslint + prettier (labextension/package.json), with the node_modules
+# the editable install above made.
+echo "== jlpm run lint:check (labextension)"
+(cd labextension && jlpm run lint:check)
 
 echo "== pytest"
 set +e
