@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+try:
+    # Written by every build (pip install, pip install -e .) from labextension/package.json.
+    from ._version import __version__
+except ImportError:  # a checkout not built yet: the same file, read directly
+    import json
+    from pathlib import Path
+
+    _package_json = Path(__file__).parent.parent / "labextension" / "package.json"
+    __version__: str = json.loads(_package_json.read_text())["version"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, object]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -244,10 +245,12 @@ def click_dialog_button(driver, label: str) -> None:
 
 
 def test_labextension_version_matches_package():
-    """The extension's package.json is versioned with the Python package."""
+    """The extension's package.json holds the one version: the build (hatch-nodejs-version)
+    gives it to the distribution and to `__version__` (a stale build fails here)."""
     package = json.loads((LABEXTENSION / "package.json").read_text())
     assert package["name"] == EXTENSION_NAME
     assert package["version"] == __version__
+    assert importlib.metadata.version("jupyter-colab-remote") == __version__
 
 
 @pytest.mark.skipif(_no_lab is not None, reason=_no_lab or "")
