@@ -3,7 +3,8 @@
 `jupyter colabremote serve` loads JupyterLab at /lab; headless Chromium (Debian's, through
 chromedriver) opens it with a token, clicks the "Colab connection" launcher card and uses
 the panel as a person would: reads the URL to paste into Colab, rotates the token, shuts a
-kernel down, and sees the errors a revoked token and a stopped server produce.
+kernel down, and sees the errors a revoked token and a stopped server produce; the one
+status poll behind the panel and the status bar runs fast only while the panel is in view.
 
 The panel's pure logic has its own unit tests (labextension/tests, node's test runner);
 `test_model_unit_tests` runs them when the extension's node_modules are installed.
@@ -489,3 +490,56 @@ def test_panel_on_plain_jupyter_lab(tmp_path):
         text = driver.find_element(By.ID, "colabremote-panel").text
         assert "localhost:" not in text and lab.token not in text and "Token:" not in text
         assert panel_text(driver, ".jp-ColabRemote-error") == ""
+
+
+def status_requests(driver) -> int:
+    """How many status requests the page finished since the resource timings were cleared."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/colabremote/api/status')).length;"
+    )
+
+
+@pytest.mark.skipif(_no_lab is not None, reason=_no_lab or "")
+@pytest.mark.skipif(browser_available() is not None, reason=str(browser_available()))
+@pytest.mark.timeout(180)
+def test_one_poll_fast_only_while_the_panel_is_in_view(tmp_path):
+    """One poll feeds the panel and the status bar: every 5 s while the panel is in view,
+    every 15 s (the status bar's pace) once another tab covers it, and at once when the
+    panel is shown again."""
+    from selenium.webdriver.common.by import By
+
+    quiet_lab_settings(tmp_path / "config")
+    with run_runtime(tmp_path) as rt, lab_browser() as driver:
+        open_panel(driver, f"{rt.base}/lab?token={rt.token}")
+        wait_for(
+            "the URL in the panel", lambda: panel_text(driver, ".jp-ColabRemote-url"), timeout=30
+        )
+        driver.execute_script(
+            "performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();"
+        )
+        time.sleep(11)
+        assert 2 <= status_requests(driver) <= 3
+
+        # A new launcher tab (the main area's "+") covers the panel.
+        driver.find_element(By.CSS_SELECTOR, ".lm-DockPanel-tabBar .lm-TabBar-addButton").click()
+        wait_for(
+            "the panel to be covered",
+            lambda: driver.execute_script(
+                "return document.getElementById('colabremote-panel')"
+                ".classList.contains('lm-mod-hidden');"
+            ),
+        )
+        time.sleep(6)  # the fetch already due at the panel's pace
+        driver.execute_script("performance.clearResourceTimings();")
+        time.sleep(16)
+        assert status_requests(driver) == 1
+
+        # The panel's tab again: fetched at once.
+        driver.execute_script("performance.clearResourceTimings();")
+        tab = driver.find_element(
+            By.XPATH,
+            "//li[contains(@class,'lm-TabBar-tab')][.//div[normalize-space(.)='Colab connection']]",
+        )
+        tab.click()
+        wait_for("a fetch on showing the panel", lambda: status_requests(driver) >= 1, timeout=3)
