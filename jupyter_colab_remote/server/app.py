@@ -227,10 +227,8 @@ class ColabRemoteApp(ExtensionApp):
             return self.token_store.rotate(name)
         return self.token_store.create(name)
 
-    async def _start_jupyter_server_extension(self, serverapp: t.Any) -> None:
+    def announce(self) -> None:
         """Once listening under `serve`: print the URL, then write the runtime file."""
-        if not self.is_runtime:
-            return
         token = self.ensure_token()
         url = self.local_url()
         # The URL goes to the terminal (stdout), never through the logger.
@@ -281,4 +279,8 @@ class ColabRemoteApp(ExtensionApp):
                 "runtime through localhost (use an SSH forward), or pass "
                 "--ColabRemoteApp.allow_remote_bind=True"
             )
+        # The server binds its port in a callback queued on its IOLoop during initialize;
+        # queued after it, `announce` runs once the server listens. (Not the extension start
+        # hook: jupyter_server < 2.15 has none and would never announce the runtime.)
+        serverapp.io_loop.add_callback(app.announce)
         serverapp.start()
