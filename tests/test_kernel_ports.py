@@ -13,7 +13,8 @@ from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 
 from jupyter_colab_remote.server.kernel_ports import PORT_NAMES, ColabKernelManager
 
-pytestmark = pytest.mark.timeout(120)
+# server: also run at the lowest dependency versions (tests/run.sh).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.server]
 
 
 def ports(km) -> dict[str, int]:

@@ -16,6 +16,9 @@ import psutil
 import pytest
 from runtime_process import free_port, run_runtime, stop_process, wait_for_runtime_file
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `jupyter colabremote ARGS` and capture its output."""
