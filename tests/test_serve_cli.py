@@ -122,6 +122,15 @@ def test_first_start_prints_a_working_url_once(tmp_path):
         stop_process(proc)
 
 
+def test_port_zero_reports_the_port_it_listens_on(tmp_path):
+    """`serve --port=0` (as the companion's agent starts it): the runtime file names the
+    port the server really listens on, not 0."""
+    with run_runtime(tmp_path, port=0) as rt:
+        info = wait_for_runtime_file(rt.runtime_dir, rt.proc.pid, rt.proc, 5)
+        assert info["port"] != 0 and info["url"] == f"http://localhost:{info['port']}/"
+        assert http_code(f"{rt.base}/api/colab/build-info?token={rt.token}") == 200
+
+
 def test_token_never_in_logs_or_arguments_while_in_use(tmp_path):
     """Debug logging, requests with the token and a running kernel: the token leaks nowhere."""
     with run_runtime(tmp_path, extra_args=["--debug"]) as rt:
