@@ -73,6 +73,42 @@ ruff format --check .
 echo "== jlpm run lint:check (labextension)"
 (cd labextension && jlpm run lint:check)
 
+# The `server` tests again at the lowest versions pyproject.toml allows, so the floors stay
+# true: uv's lowest-direct resolution pins the package's own dependencies at their floors
+# (theirs at the newest that fit), and the test tools come at their usual versions. With the
+# full suite only (or RUN_LOWEST=1); the venv is kept, so a rerun only re-resolves.
+lowest_rc=0
+if [ "${RUN_LOWEST:-$(($# == 0))}" = 1 ]; then
+  lowest=${LOWEST_VENV:-.venv-lowest}
+  lowest_start=$SECONDS
+  echo "== $lowest: pytest -m server at the dependency floors (uv lowest-direct)"
+  uv=$venv/bin/uv
+  [ -x "$lowest/bin/python" ] || "$uv" venv -q --python "$venv/bin/python3" "$lowest"
+  "$uv" pip compile -q --python "$lowest/bin/python" --resolution lowest-direct \
+    pyproject.toml -o "$lowest/lowest-direct.txt"
+  # The test extra's pytest tools (pytest, pytest-jupyter, pytest-timeout), as declared.
+  mapfile -t test_tools < <(python -c 'import tomllib
+extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]
+print("\n".join(r for r in extra if r.startswith("pytest")))')
+  "$uv" pip install -q --python "$lowest/bin/python" -c "$lowest/lowest-direct.txt" \
+    -r "$lowest/lowest-direct.txt" -e . "${test_tools[@]}"
+  "$lowest/bin/python" -c 'import re, tomllib
+from importlib.metadata import version
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+names = [re.match(r"[\w.-]+", d)[0] for d in deps]
+print("floors:", " ".join(f"{n}=={version(n)}" for n in names))'
+  # -W ignore: the old versions warn about their own deprecations.
+  set +e
+  "$lowest/bin/python" -m pytest -p no:cacheprovider -q -W ignore -m server tests
+  lowest_rc=$?
+  set -e
+  if [ "$lowest_rc" -eq 5 ]; then
+    echo "pytest collected no server tests at the lowest versions" >&2
+    lowest_rc=1
+  fi
+  echo "== $lowest: $((SECONDS - lowest_start)) s"
+fi
+
 echo "== pytest"
 set +e
 python -m pytest -p no:cacheprovider -q "$@"
@@ -81,5 +117,9 @@ set -e
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests" >&2
   exit 1
+fi
+if [ "$rc" -eq 0 ] && [ "$lowest_rc" -ne 0 ]; then
+  echo "the server tests failed at the lowest dependency versions (see above)" >&2
+  exit "$lowest_rc"
 fi
 exit "$rc"

@@ -74,8 +74,10 @@ def run_runtime(
     env: dict[str, str] | None = None,
     create_token: bool = True,
     deadline: float = 60.0,
+    port: int | None = None,
 ) -> Iterator[Runtime]:
-    """Start `jupyter colabremote serve` on a free loopback port; stop it by PID afterwards."""
+    """Start `jupyter colabremote serve` on a free loopback port (or `port`: 0 lets the server
+    choose); stop it by PID afterwards."""
     home = tmp / "home"
     runtime_dir = tmp / "runtime"
     token_file = tmp / "data" / "colabremote" / "tokens.json"
@@ -83,7 +85,7 @@ def run_runtime(
     for d in (home, runtime_dir, root):
         d.mkdir(parents=True, exist_ok=True)
     token = TokenStore(token_file).create("test") if create_token else ""
-    port = free_port()
+    port = free_port() if port is None else port
     full_env = {
         **os.environ,
         "HOME": str(home),
@@ -113,7 +115,8 @@ def run_runtime(
             start_new_session=True,
         )
     try:
-        wait_for_runtime_file(runtime_dir, proc.pid, proc, deadline)
+        info = wait_for_runtime_file(runtime_dir, proc.pid, proc, deadline)
+        port = port or int(info["port"])  # 0: the port the server chose
         yield Runtime(proc, port, token, token_file, runtime_dir, log_path, home)
     finally:
         stop_process(proc)

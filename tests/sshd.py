@@ -155,6 +155,12 @@ def stop_processes(procs: list[psutil.Process], timeout: float = 5.0) -> None:
             time.sleep(0.02)
 
 
+def net_connections(p: psutil.Process, kind: str = "tcp4") -> list:
+    """A process's sockets, in its own network namespace (psutil 6 renamed the method)."""
+    method = getattr(p, "net_connections", None) or p.connections
+    return method(kind)
+
+
 def _is_live(p: psutil.Process) -> bool:
     """True unless the process is gone or a zombie (zombies cannot be killed, only reaped)."""
     try:

@@ -12,6 +12,9 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_colab_remote.server.resources import gpu_stats, parse_nvidia_smi
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 XSSI = b")]}'\n"
 
 # What `nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,

@@ -49,7 +49,7 @@ from companion_helpers import (
     wait_gone,
 )
 from runtime_api import wait_for
-from sshd import free_port, make_keypair, password_account, run_sshd
+from sshd import free_port, make_keypair, net_connections, password_account, run_sshd
 
 ACCEPTED = re.compile(r"Accepted (?:publickey|password) for \S+ from \S+ port (\d+)")
 
@@ -277,7 +277,7 @@ def test_proxyjump_through_bastion(tmp_path, ssh_client_files):
             owners = set()
             for p in bastion.processes():
                 try:
-                    for conn in p.net_connections("tcp4"):
+                    for conn in net_connections(p, "tcp4"):
                         if conn.laddr.port in peer_ports and conn.raddr.port == target.port:
                             owners.add(p.pid)
                 except psutil.Error:

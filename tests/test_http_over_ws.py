@@ -27,6 +27,9 @@ from tornado.websocket import WebSocketHandler, websocket_connect
 
 from jupyter_colab_remote.server import http_over_ws
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 CHUNK = 64 * 1024
 TIMEOUT = 60
 

@@ -9,6 +9,9 @@ from conftest import COLAB_ORIGIN
 from kernel_client import execute
 from tornado.httpclient import HTTPClientError
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 
 async def _start_kernel(jp_fetch) -> str:
     r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))

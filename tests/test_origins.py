@@ -9,6 +9,9 @@ from conftest import COLAB_ORIGIN
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClosedError
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 EVIL = "https://evil.example.com"
 
 

@@ -11,6 +11,9 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_colab_remote.tokens import TokenStore
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 
 async def test_list_tokens_shows_names_never_secrets(jp_fetch, token):
     """The panel lists tokens with times; the secret itself is never sent back."""

@@ -16,6 +16,9 @@ import psutil
 import pytest
 from runtime_process import free_port, run_runtime, stop_process, wait_for_runtime_file
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `jupyter colabremote ARGS` and capture its output."""
@@ -117,6 +120,15 @@ def test_first_start_prints_a_working_url_once(tmp_path):
         assert "jupyter colabremote token rotate default" in out.read_text()
     finally:
         stop_process(proc)
+
+
+def test_port_zero_reports_the_port_it_listens_on(tmp_path):
+    """`serve --port=0` (as the companion's agent starts it): the runtime file names the
+    port the server really listens on, not 0."""
+    with run_runtime(tmp_path, port=0) as rt:
+        info = wait_for_runtime_file(rt.runtime_dir, rt.proc.pid, rt.proc, 5)
+        assert info["port"] != 0 and info["url"] == f"http://localhost:{info['port']}/"
+        assert http_code(f"{rt.base}/api/colab/build-info?token={rt.token}") == 200
 
 
 def test_token_never_in_logs_or_arguments_while_in_use(tmp_path):

@@ -16,6 +16,7 @@ from sshd import (
     SSH,
     SSHClientFiles,
     cleanup_stale_netns,
+    net_connections,
     password_account,
     remote_host_netns,
     run_sshd,
@@ -178,7 +179,7 @@ def test_proxyjump_chain(tmp_path, ssh_client_files):
         owners = {
             p.pid
             for p in bastion.processes()
-            for c in p.net_connections("tcp4")
+            for c in net_connections(p, "tcp4")
             if c.laddr.port == peer_port
         }
         assert owners, (peer_port, bastion.log())

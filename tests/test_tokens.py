@@ -11,6 +11,9 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_colab_remote.tokens import TokenError, TokenStore, hash_token
 
+#: Exercises the jupyter_server extension: also run at the lowest dependency versions.
+pytestmark = pytest.mark.server
+
 
 def test_tokens_are_256_bit_and_stored_only_hashed(token_store, token_file):
     """The file holds names and hashes, never a token, and only its owner can read it."""

@@ -9,6 +9,7 @@ import time
 import typing as t
 
 from jupyter_server.extension.application import ExtensionApp, _preparse_for_stopping_flags
+from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import __version__
@@ -38,6 +39,17 @@ COLAB_SERVER_CONFIG: dict[str, t.Any] = {
     # browser, binds loopback only and requires a 256-bit token, so root is not refused.
     "allow_root": True,
 }
+
+
+def os_assigned_port(ip: str) -> int:
+    """A port the OS hands out as free on `ip` now (what jupyter_server >= 2.20 does for
+    --port=0; older versions listen on such a port but report port 0)."""
+    sockets = bind_sockets(0, ip or None)
+    try:
+        return int(sockets[0].getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def is_loopback(ip: str) -> bool:
@@ -232,10 +244,8 @@ class ColabRemoteApp(ExtensionApp):
             return self.token_store.rotate(name)
         return self.token_store.create(name)
 
-    async def _start_jupyter_server_extension(self, serverapp: t.Any) -> None:
+    def announce(self) -> None:
         """Once listening under `serve`: print the URL, then write the runtime file."""
-        if not self.is_runtime:
-            return
         token = self.ensure_token()
         url = self.local_url()
         # The URL goes to the terminal (stdout), never through the logger.
@@ -286,4 +296,12 @@ class ColabRemoteApp(ExtensionApp):
                 "runtime through localhost (use an SSH forward), or pass "
                 "--ColabRemoteApp.allow_remote_bind=True"
             )
+        if serverapp.port == 0:
+            # --port=0 (the companion's agent): choose the port before the server binds it,
+            # so the printed URL and the runtime file name the port it listens on.
+            serverapp.port = os_assigned_port(serverapp.ip)
+        # The server binds its port in a callback queued on its IOLoop during initialize;
+        # queued after it, `announce` runs once the server listens. (Not the extension start
+        # hook: jupyter_server < 2.15 has none and would never announce the runtime.)
+        serverapp.io_loop.add_callback(app.announce)
         serverapp.start()
