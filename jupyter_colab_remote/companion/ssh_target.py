@@ -73,9 +73,42 @@ def split_spec(spec: str) -> tuple[str | None, str, int | None]:
         host = spec
     else:
         host = spec
-    if not host or any(c.isspace() for c in host) or host.startswith("-"):
-        raise CompanionError(f"invalid host {host!r}")
+    if user is not None and not valid_user(user):
+        raise CompanionError(f"invalid user name {user!r}", exit_code=2)
+    if not valid_host(host):
+        raise CompanionError(
+            f"invalid host {host!r}: no spaces, control or shell characters, and none of "
+            "known_hosts' pattern characters (, * ? !)",
+            exit_code=2,
+        )
     return user, host, port
+
+
+#: What OpenSSH (9.6+, ssh.c valid_hostname) refuses in a host name from the command line:
+#: it may reach a shell through `%h` in ProxyCommand or `Match exec`. Plus the pattern
+#: characters of known_hosts, so `--accept-new-host-key` never writes a wildcard entry.
+_BAD_HOST_CHARS = set("'`\"$\\;&<>|(){}") | set(",*?!")
+
+
+def valid_host(host: str) -> bool:
+    """A host name OpenSSH would accept on its command line, and no known_hosts pattern."""
+    return (
+        bool(host)
+        and not host.startswith("-")
+        and not any(c in _BAD_HOST_CHARS or c.isspace() or not c.isprintable() for c in host)
+    )
+
+
+def valid_user(user: str) -> bool:
+    """A user name OpenSSH (9.6+, ssh.c valid_ruser) would accept on its command line."""
+    if not user or user.startswith("-") or user.endswith("\\"):
+        return False
+    for i, c in enumerate(user):
+        if c in "'`\";&<>|(){}" or not c.isprintable():
+            return False
+        if c.isspace() and user[i + 1 : i + 2] == "-":
+            return False
+    return True
 
 
 def _port(text: str) -> int:
