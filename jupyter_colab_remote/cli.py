@@ -74,6 +74,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; expected failures print one line and exit non-zero."""
     from .companion.errors import CompanionError
+    from .companion.terminal_text import printable
     from .tokens import TokenError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jupyter colabremote: error: {e}", file=sys.stderr)
         return 2
     except CompanionError as e:
-        print(f"jupyter colabremote: error: {e}", file=sys.stderr)
+        print(f"jupyter colabremote: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -15,6 +15,7 @@ from .remote import RemoteAgent
 from .session import interpreter
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
 from .ssh_target import SSHTarget, resolve
+from .terminal_text import printable
 from .verify import url_problem, verify_chain
 
 
@@ -180,7 +181,7 @@ def _report(checks: t.Sequence[Check]) -> int:
     failed = None
     for c in checks:
         mark = "ok  " if c.ok else "FAIL"
-        print(f"  [{mark}] {c.name:34} {c.detail}")
+        print(f"  [{mark}] {c.name:34} {printable(c.detail)}")
         if not c.ok and failed is None:
             failed = c
     if failed is None:

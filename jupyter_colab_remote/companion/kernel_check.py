@@ -11,6 +11,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from .errors import CompanionError
+from .terminal_text import printable
 from .verify import request
 
 #: Exit code for a runtime that cannot run Python (like a missing remote package).
@@ -48,7 +49,7 @@ def no_kernel_advice(port: int, token: str) -> str:
     try:
         code, _, body = request(port, "GET", "/colabremote/api/status", auth, 10.0)
         status = json.loads(body) if code == 200 else {}
-        advice = (status.get("kernels_available") or {}).get("advice")
+        advice = printable(str((status.get("kernels_available") or {}).get("advice") or ""))
     except (CompanionError, ValueError, AttributeError):
         advice = None
     return advice or (
@@ -93,7 +94,7 @@ def verify_kernel(port: int, token: str, where: str, timeout: float = KERNEL_TIM
 def _message(body: bytes, code: int) -> str:
     """The server's JSON error message, else its status code."""
     try:
-        return str(json.loads(body)["message"])[:300] or f"HTTP {code}"
+        return printable(str(json.loads(body)["message"])[:300]) or f"HTTP {code}"
     except (ValueError, KeyError, TypeError):
         return f"HTTP {code}"
 

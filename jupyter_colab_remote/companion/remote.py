@@ -11,6 +11,7 @@ from .. import __version__
 from ..server.container import PROGRESS_PREFIX
 from .errors import CompanionError
 from .ssh_connect import SSHConnection
+from .terminal_text import printable, printable_tree
 
 #: Where `--install` puts a private environment on the remote host.
 PRIVATE_VENV = "~/.local/share/jupyter-colab-remote/venv"
@@ -108,13 +109,13 @@ class RemoteAgent:
 
         def on_stderr(line: str) -> None:
             if progress is not None and line.startswith(PROGRESS_PREFIX):
-                progress(line[len(PROGRESS_PREFIX) :])
+                progress(printable(line[len(PROGRESS_PREFIX) :]))
 
         rc, out, err = self.conn.run(command, payload, timeout=timeout, on_stderr_line=on_stderr)
         lines = [line for line in out.splitlines() if line.startswith("{")]
         if lines:
             try:
-                answer = json.loads(lines[-1])
+                answer = printable_tree(json.loads(lines[-1]))
             except ValueError:
                 answer = None
             if isinstance(answer, dict):
@@ -137,7 +138,7 @@ class RemoteAgent:
                 f"{self.conn.target.alias}; set --remote-python",
                 exit_code=7,
             )
-        last = (err.strip().splitlines() or ["no output"])[-1]
+        last = printable((err.strip().splitlines() or ["no output"])[-1])
         raise CompanionError(f"remote command failed on {self.conn.target.alias} ({rc}): {last}")
 
     def check_version(self) -> dict[str, t.Any]:

@@ -7,6 +7,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from .terminal_text import printable
+
 
 class UI:
     """Prints progress to stderr (stdout is kept for the URL or --json record)."""
@@ -16,7 +18,7 @@ class UI:
 
     def _print(self, text: str) -> None:
         if not self.quiet:
-            print(text, file=sys.stderr, flush=True)
+            print(printable(text), file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def step(self, label: str) -> Iterator[None]:

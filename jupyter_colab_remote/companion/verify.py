@@ -7,6 +7,7 @@ import json
 import typing as t
 
 from .errors import CompanionError
+from .terminal_text import printable_tree
 
 COLAB_ORIGIN = "https://colab.research.google.com"
 
@@ -47,7 +48,7 @@ def verify_chain(
     if code != 200:
         raise CompanionError(f"the runtime's status check answered HTTP {code}")
     try:
-        status = json.loads(body)
+        status = printable_tree(json.loads(body))
     except ValueError as e:
         raise CompanionError(
             "the runtime's status check answered something other than JSON; is it running "
