@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import typing as t
 
@@ -71,6 +72,10 @@ COMMANDS = {
 }
 
 
+#: Commands that create files on behalf of the runtime (see the umask in main).
+PRIVATE_COMMANDS = ("serve", "remote", "start")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; expected failures print one line and exit non-zero."""
     from .companion.errors import CompanionError
@@ -85,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     command = COMMANDS.get(args[0])
+    if args[0] in PRIVATE_COMMANDS:
+        # What these create (Jupyter data and runtime dirs, the workdir, token and state
+        # files, notebooks) is the user's alone, whatever umask the shell or sshd gave:
+        # a group- or world-writable kernels directory lets another account plant a kernel.
+        os.umask(0o077)
     try:
         if command is None:
             raise CLIError(f"unknown command {args[0]!r} (try: jupyter colabremote --help)")
