@@ -99,3 +99,94 @@ def test_spec_parsing():
     assert split_git_spec("https://h/r.git") == ("https://h/r.git", None)
     with pytest.raises(WorkspaceError):
         split_git_spec("#dev")
+
+
+@pytest.fixture
+def authenticated_http_origin(origin, tmp_path):
+    """The origin repository served over http://127.0.0.1 (git's dumb HTTP protocol) behind
+    Basic authentication with a token: (URL, token). A real HTTP server in a thread."""
+    import base64
+    import functools
+    import http.server
+    import threading
+
+    bare = tmp_path / "served" / "repo.git"
+    git("clone", "--quiet", "--bare", str(origin), str(bare))
+    git("update-server-info", cwd=bare)
+    token = "ghp_" + "t" * 36
+    expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Handler, directory=str(bare.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/repo.git", token
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_credential_helper_never_stores_the_token(
+    authenticated_http_origin, tmp_path, monkeypatch
+):
+    """The server's git is configured with `credential.helper=store` (common): the clone with
+    a token succeeds, and no credential file holds the token afterwards (issue 10, item 4)."""
+    url, token = authenticated_http_origin
+    home = tmp_path / "server-home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[credential]\n\thelper = store\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    work = tmp_path / "work"
+    assert sync_repository(str(work), url, token)["git"] == "cloned"
+    assert (work / "train.py").exists()
+    assert sync_repository(str(work), url, token)["git"] == "updated"
+    for f in [*home.rglob("*"), *(work / ".git").rglob("*")]:
+        if f.is_file():
+            assert token.encode() not in f.read_bytes(), f
+    # Without the token the server refuses: the clone above really authenticated.
+    with pytest.raises(WorkspaceError):
+        sync_repository(str(tmp_path / "other"), url, None)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "https://ghp_secret@github.com/me/repo.git",
+        "https://me:ghp_secret@github.com/me/repo.git",
+        "http://user:pw@example.org/r.git#main",
+    ],
+)
+def test_urls_with_credentials_are_refused(spec):
+    with pytest.raises(WorkspaceError, match="carries credentials") as e:
+        split_git_spec(spec)
+    assert "ghp_secret" not in str(e.value) and "pw@" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "spec", ["https://h/r.git#--upload-pack=touch /tmp/x", "-u/r.git", "https://h/r.git#a b"]
+)
+def test_option_like_branches_and_urls_are_refused(spec):
+    with pytest.raises(WorkspaceError, match="misread"):
+        split_git_spec(spec)
+
+
+def test_ssh_style_urls_keep_their_user():
+    """`git@host:path` and ssh:// URLs name an SSH user, not a secret: accepted."""
+    assert split_git_spec("git@github.com:me/r.git#dev") == ("git@github.com:me/r.git", "dev")
+    assert split_git_spec("ssh://git@github.com/me/r.git")[0] == "ssh://git@github.com/me/r.git"

@@ -2,7 +2,10 @@
 
 A git token arrives in the agent's stdin JSON and reaches git only through the
 environment of the git process (an askpass script that prints environment variables):
-never on a command line, never written to disk.
+never on a command line, never written to disk. Credential helpers are switched off for
+these git runs, so a server's `credential.helper=store` cannot save the token either; URLs
+carrying credentials (they would land in .git/config) and branch names git would read as
+options are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import stat
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,16 +28,33 @@ esac
 """
 
 
+#: Before every git subcommand: no credential helper (an empty value clears the list).
+GIT_OPTIONS = ["-c", "credential.helper="]
+
+
 class WorkspaceError(Exception):
     """Cloning or updating the workspace failed."""
 
 
 def split_git_spec(spec: str) -> tuple[str, str | None]:
-    """`URL[#branch]` -> (url, branch or None)."""
+    """`URL[#branch]` -> (url, branch or None), refusing what git must not be given."""
     url, _, branch = spec.partition("#")
     if not url:
         raise WorkspaceError(f"invalid git spec {spec!r}: expected URL[#branch]")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() in ("http", "https") and "@" in parts.netloc:
+        raise WorkspaceError(
+            "the --git URL carries credentials, which git would save in .git/config on the "
+            "server; give the URL without them and the token in GIT_TOKEN (or ./.env)"
+        )
+    if url.startswith("-") or (branch and not valid_branch(branch)):
+        raise WorkspaceError(f"invalid git spec {spec!r}: a URL or branch name git would misread")
     return url, branch or None
+
+
+def valid_branch(branch: str) -> bool:
+    """A branch name git cannot take for an option (and with no space or control character)."""
+    return not branch.startswith("-") and all(c.isprintable() and not c.isspace() for c in branch)
 
 
 @contextlib.contextmanager
@@ -58,7 +79,7 @@ def git_env(token: str | None) -> Iterator[dict[str, str]]:
 def _git(args: list[str], cwd: str | None, env: dict[str, str], token: str | None) -> str:
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+            ["git", *GIT_OPTIONS, *args], cwd=cwd, env=env, capture_output=True, text=True,
             timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except FileNotFoundError as e:
