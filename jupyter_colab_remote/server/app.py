@@ -8,6 +8,7 @@ import sys
 import time
 import typing as t
 
+import psutil
 from jupyter_server.extension.application import ExtensionApp, _preparse_for_stopping_flags
 from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, List, Unicode, default
@@ -222,6 +223,9 @@ class ColabRemoteApp(ExtensionApp):
         sa = self.serverapp
         return {
             "pid": os.getpid(),
+            # With the uid, what proves later that this pid is still this runtime (runtime_file).
+            "create_time": psutil.Process().create_time(),
+            "uid": os.getuid(),
             "profile": self.profile,
             "version": __version__,
             "ip": sa.ip,

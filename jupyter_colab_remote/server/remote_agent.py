@@ -26,7 +26,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from .. import __version__
 from ..tokens import TokenError, TokenStore, default_token_file, hash_token
 from . import container, gateway_launch
-from .runtime_file import running_servers
+from .runtime_file import port_taken, running_servers, scan
 from .server_paths import server_path
 from .workspace import WorkspaceError, split_git_spec, sync_repository
 
@@ -91,7 +91,11 @@ def register_token(
         return {}
     store = TokenStore(token_file)
     record = store.get(name)
-    if record is not None and not record.expired():
+    if request.get("token_compromised") and record is not None:
+        if hmac.compare_digest(record.hash, hash_token(token)):
+            store.revoke(name)
+            record = None
+    elif record is not None and not record.expired():
         if hmac.compare_digest(record.hash, hash_token(token)):
             return {"token_name": name, "token_reissued": False}
     elif record is None and not request.get("token_known"):
@@ -167,7 +171,15 @@ def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
     profile = request.get("profile", "default")
     with profile_lock(profile):
         workspace = sync_workspace(request)
-        info = runtime_for(profile)
+        live, stale = scan()
+        info = next((i for i in live if i.get("profile", "default") == profile), None)
+        if any(
+            r.get("profile", "default") == profile and port_taken(int(r.get("port") or 0))
+            for r in stale
+        ):
+            # The profile's last runtime died and something else now holds its port: an
+            # older companion may have sent it our token. That token is retired.
+            request["token_compromised"] = True
         if request.get("image"):  # Colab's image in a container, not `serve` (container.py)
             return {**container.ensure(request, info), **workspace}
         if info is None and container.running_for(profile):
