@@ -94,10 +94,17 @@ def test_run_argv_exact():
         "--gpus", "all",
         "--env", "HF_TOKEN",  # by name: the value comes from the engine's environment
         "--volume", "/home/me/work:/content",
-        COLAB,
+        "--", COLAB,  # `--`: an image string is never read as an option
     ]  # fmt: skip
     argv = container.run_argv("podman", IMAGE, "default", 9000, "all")
-    assert argv[argv.index("--restart") + 2 :] == ["--device", "nvidia.com/gpu=all", IMAGE]
+    assert argv[argv.index("--restart") + 2 :] == ["--device", "nvidia.com/gpu=all", "--", IMAGE]
+
+
+@pytest.mark.parametrize("image", ["--privileged", "-v/:/host", "img name", "img\x1b[2J", ""])
+def test_option_like_images_are_refused(image):
+    """An image reference that an engine could read as an option is refused before any run."""
+    with pytest.raises(container.ContainerError, match="invalid image reference"):
+        container.check_image(image)
     assert "--gpus" not in container.run_argv("podman", IMAGE, "default", 9000)
 
 

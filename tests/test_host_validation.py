@@ -75,3 +75,11 @@ def test_a_hostile_host_never_reaches_proxy_command(tmp_path):
     assert res.returncode == 2 and "invalid host" in error_line(res)
     assert not marker.exists()
     assert Path(home / ".ssh/known_hosts").read_text() == ""
+
+
+@pytest.mark.parametrize("profile", ["../../etc", "a/b", ".hidden", "x" * 65, "a b"])
+def test_profile_names_that_would_name_other_files_are_refused(tmp_path, profile):
+    env = companion_env(tmp_path / "home", tmp_path)
+    for command in (["start", "--profile", profile], ["stop", "gpu", "--profile", profile]):
+        res = run_cli(*command, env=env)
+        assert res.returncode == 2 and "invalid profile name" in error_line(res), res.stderr

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 import typing as t
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile")
     return parser
 
+
+#: Profile names name files on both machines (logs, locks, records): keep them plain.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 #: Built-in values for options neither the command line nor a profile set.
 BUILTIN_DEFAULTS: dict[str, t.Any] = {
@@ -505,4 +509,9 @@ def main(argv: list[str]) -> int:
     apply_profile(args)
     apply_remembered(args)
     apply_defaults(args)
+    if not PROFILE_NAME.fullmatch(args.profile):
+        raise CompanionError(
+            f"invalid profile name {args.profile!r}: use letters, digits, '-', '_', '.'",
+            exit_code=2,
+        )
     return COMMANDS[args.command](args)

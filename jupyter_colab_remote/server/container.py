@@ -122,7 +122,7 @@ def run_argv(
         argv += ["--env", name]
     if workdir:
         argv += ["--volume", f"{workdir}:{CONTAINER_WORKDIR}"]
-    return [*argv, image]
+    return [*argv, "--", image]
 
 
 def remove_argv(engine: str, ref: str) -> list[str]:
@@ -244,9 +244,16 @@ def inspect(engine: str, name: str) -> dict[str, t.Any] | None:
     return None
 
 
+def check_image(image: str) -> str:
+    """An image reference the engine can only take as an image (never as an option)."""
+    if not image or image.startswith("-") or any(c.isspace() or not c.isprintable() for c in image):
+        raise ContainerError(f"invalid image reference {image!r}")
+    return image
+
+
 def image_present(engine: str, image: str) -> bool:
     """Whether the image is in the engine's local store."""
-    return engine_run([engine, "image", "inspect", image]).returncode == 0
+    return engine_run([engine, "image", "inspect", "--", image]).returncode == 0
 
 
 def pull(engine: str, image: str, report: t.Callable[[str], None] = progress) -> None:
@@ -254,7 +261,7 @@ def pull(engine: str, image: str, report: t.Callable[[str], None] = progress) ->
     report(f"pulling {image} with {engine} (it is not on the host yet)")
     try:
         proc = subprocess.Popen(
-            [engine, "pull", image], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [engine, "pull", "--", image], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace",
         )  # fmt: skip
     except FileNotFoundError as e:
@@ -421,7 +428,7 @@ def ensure(
     `native` is the profile's native runtime if one runs (a profile is one or the other).
     """
     profile = request.get("profile", "default")
-    image = request["image"]
+    image = check_image(request["image"])
     gpus = request.get("gpus") or None
     engine = detect_engine(request.get("engine"))
     if native is not None:

@@ -12,6 +12,7 @@ import fcntl
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,7 +131,6 @@ def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
     ]  # fmt: skip
     if workdir:
         args.append(f"--ServerApp.root_dir={workdir}")
-    args += [str(a) for a in request.get("serve_args", [])]
     args += gateway_launch.serve_args(request)  # kernels on a gateway: its URL, never its token
     # Variables for the kernels (e.g. from --env-file) go through the environment,
     # never onto the command line or into a file.
@@ -166,9 +166,18 @@ def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
     raise AgentError(f"the runtime did not start within {START_DEADLINE:.0f} s (see {log})")
 
 
+def valid_profile(profile: t.Any) -> str:
+    """A profile name: it names files (lock, log), so letters, digits, `-`, `_`, `.` only."""
+    if not isinstance(profile, str) or not re.fullmatch(
+        r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", profile
+    ):
+        raise AgentError(f"invalid profile name {profile!r}: use letters, digits, '-', '_', '.'")
+    return profile
+
+
 def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
     """Re-attach to the profile's runtime (same token store, same kernels) or start it."""
-    profile = request.get("profile", "default")
+    profile = valid_profile(request.get("profile", "default"))
     with profile_lock(profile):
         workspace = sync_workspace(request)
         live, stale = scan()
@@ -212,7 +221,7 @@ def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
 
 def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
     """Stop the profile's runtime and every kernel it started; leave no orphans."""
-    profile = request.get("profile", "default")
+    profile = valid_profile(request.get("profile", "default"))
     with profile_lock(profile):
         removed = container.stop(request)  # a profile runs a container or `serve`, not both
         if removed:
