@@ -222,14 +222,21 @@ class TokenStore:
         return secret
 
     def rotate(self, name: str, expires_in: float | None = None) -> str:
-        """Give the named token a new secret; the old one stops working at once."""
+        """Give the named token a new secret; the old one stops working at once.
+
+        The expiry stays as it was (a limited token never becomes unlimited by a rotation),
+        unless `expires_in` sets a new one.
+        """
         with self._locked():
             records = self._read_file()
             old = records.get(name)
             if old is None:
                 raise TokenError(f"no token named {name!r} (see: jupyter colabremote token list)")
             secret = new_secret()
-            records[name] = new_record(name, secret, expires_in)
+            record = new_record(name, secret, expires_in)
+            if expires_in is None:
+                record.expires = old.expires
+            records[name] = record
             self._write_file(records)
         return secret
 

@@ -112,3 +112,15 @@ async def test_last_use_is_recorded(jp_fetch, colab_app, token_file):
     colab_app.token_store.flush_last_use()
     (record,) = TokenStore(token_file).records()
     assert record.last_used is not None and record.last_used >= before
+
+
+async def test_rotation_keeps_the_expiry(jp_fetch, token_file):
+    """A limited token stays limited when rotated (issue 10, item 5); a new expiry may be set."""
+    store = TokenStore(token_file)
+    store.create("guest", expires_in=3600)
+    expires = store.get("guest").expires
+    secret = store.rotate("guest")
+    assert store.get("guest").expires == expires
+    assert await _status(jp_fetch, secret) == 200
+    store.rotate("guest", expires_in=60)
+    assert store.get("guest").expires < expires

@@ -245,7 +245,8 @@ class ColabRemoteApp(ExtensionApp):
             return None
         name = self.initial_token_name
         if self.token_store.get(name) is not None:
-            return self.token_store.rotate(name)
+            # Expired: a new token of that name, without the old expiry.
+            self.token_store.revoke(name)
         return self.token_store.create(name)
 
     def announce(self) -> None:
