@@ -1,8 +1,8 @@
 """The companion's tunnel against OpenSSH and a direct connection, on a real sshd.
 
-Usage: python bench/bench_companion.py [--n 200] [--mb 256] [--recovery-runs 3] [--outage 8]
+Usage: python -m bench.bench_companion [--n 200] [--mb 256] [--recovery-runs 3] [--outage 8]
 
-Needs root, /usr/sbin/sshd and /usr/bin/ssh (the tests' harness, tests/sshd.py, starts sshd
+Needs root, /usr/sbin/sshd and /usr/bin/ssh (the tests' harness, tests/harness/sshd.py, starts sshd
 from a temp config on 127.0.0.1; `ip`/`nsenter` for the recovery part). In one run:
 
 1. start: time from `python -m jupyter_colab_remote start ALIAS --json` to the printed
@@ -53,14 +53,15 @@ import uuid  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-sys.path.insert(0, str(HERE))
-
 import paramiko  # noqa: E402
-from bench_execute_roundtrip import roundtrip, summarize  # noqa: E402
 from tornado.httpclient import HTTPRequest  # noqa: E402
 from tornado.websocket import websocket_connect  # noqa: E402
+
+from bench.bench_execute_roundtrip import roundtrip, summarize  # noqa: E402
+from tests.harness.netns import remote_host_netns  # noqa: E402
+from tests.harness.processes import free_port, stop_process  # noqa: E402
+from tests.harness.ssh_client import SSHClientFiles  # noqa: E402
+from tests.harness.sshd import run_sshd  # noqa: E402
 
 ALIAS = "bench-box"
 NS_ALIAS = "bench-ns"
@@ -68,18 +69,6 @@ CHUNK = 1 << 20
 
 
 # -- processes ----------------------------------------------------------------------------------
-def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM the process, SIGKILL if it lingers; reap it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 #: Every companion started, so that a failure anywhere still stops them all (by PID).
 STARTED: list[Companion] = []
 
@@ -154,7 +143,7 @@ class Companion:
                 self.cond.wait(max(0.01, end - time.monotonic()))
 
     def stop(self) -> None:
-        stop_pid(self.proc)
+        stop_process(self.proc)
 
 
 def wait_port(port: int, proc: subprocess.Popen | None, deadline: float = 30.0) -> None:
@@ -191,7 +180,7 @@ def openssh_forward(
         wait_port(local, proc)
         yield proc
     finally:
-        stop_pid(proc)
+        stop_process(proc)
 
 
 # -- byte source / sink on the "remote" side ----------------------------------------------------
@@ -321,7 +310,7 @@ def forwarder_child(env: dict[str, str], remote: int) -> Iterator[tuple[int, str
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()  # type: ignore[union-attr]
-        stop_pid(proc)
+        stop_process(proc)
 
 
 # -- the runtime through a URL ------------------------------------------------------------------
@@ -406,7 +395,6 @@ def measure_start(env: dict[str, str], port: int, cold_runs: int, reattach_runs:
 
 def measure_recovery(tmp: Path, files: object, env: dict, runs: int, outage: float) -> dict:
     """sshd in a namespace; cut the link `runs` times; detection and recovery seconds."""
-    from sshd import free_port, remote_host_netns, run_sshd
 
     out: dict[str, list[float]] = {"detect_s": [], "url_back_s": [], "reconnected_line_s": []}
     with remote_host_netns() as ns, run_sshd(tmp, netns=ns, name="sshd-ns") as server:
@@ -485,7 +473,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_all(args: argparse.Namespace, result: dict[str, object]) -> None:
     """Everything, inside one temp dir and one loopback sshd (plus the netns one)."""
-    from sshd import SSHClientFiles, free_port, run_sshd
 
     with tempfile.TemporaryDirectory(prefix="bench-companion-") as tmpdir:
         tmp = Path(tmpdir)
@@ -584,7 +571,7 @@ def run_all(args: argparse.Namespace, result: dict[str, object]) -> None:
             finally:
                 companion.stop()
                 for p in extra:
-                    stop_pid(p)
+                    stop_process(p)
                 subprocess.run(
                     [sys.executable, "-m", "jupyter_colab_remote", "stop", ALIAS], env=env,
                     capture_output=True, timeout=60,

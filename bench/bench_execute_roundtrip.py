@@ -1,6 +1,6 @@
 """Execute round-trip latency: stock jupyter_server vs `jupyter colabremote serve`.
 
-Usage: python bench/bench_execute_roundtrip.py [--n 200] [--warmup 20] [--no-client-nodelay]
+Usage: python -m bench.bench_execute_roundtrip [--n 200] [--warmup 20] [--no-client-nodelay]
 
 For each server: start it on a free loopback port, wait (bounded) for an authenticated
 GET /api/status, start a python3 kernel over REST, open the kernel WebSocket with tornado's
@@ -45,9 +45,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest  # 
 from tornado.websocket import WebSocketClientConnection, websocket_connect  # noqa: E402
 
 from jupyter_colab_remote.companion.kernel_check import execute_request  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from runtime_process import free_port, run_runtime, stop_process  # noqa: E402
+from tests.harness.processes import free_port, stop_process  # noqa: E402
+from tests.harness.runtime import run_runtime  # noqa: E402
 
 EXTENSION = "jupyter_colab_remote"
 EXTENSION_STATUS_PATH = "/colabremote/api/status"
@@ -105,7 +104,7 @@ def stock_server(tmp: Path) -> Iterator[tuple[subprocess.Popen, Server]]:
     try:
         yield proc, Server("stock", f"http://127.0.0.1:{port}", token, log_path)
     finally:
-        stop_process(proc)
+        stop_process(proc, group=True)  # and its kernels
 
 
 @contextlib.contextmanager

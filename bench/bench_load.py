@@ -1,8 +1,8 @@
 """Load through ONE companion tunnel: K kernels, each driven by its own WebSocket client.
 
-Usage: python bench/bench_load.py [--kernels 50] [--executes 100] [--batch 5] [--gateway]
+Usage: python -m bench.bench_load [--kernels 50] [--executes 100] [--batch 5] [--gateway]
 
-Needs root, /usr/sbin/sshd (tests/sshd.py starts one on 127.0.0.1 from a temp config). The
+Needs root, /usr/sbin/sshd (tests/harness/sshd.py starts one on 127.0.0.1 from a temp config). The
 companion (`python -m jupyter_colab_remote start ALIAS --port P --json`) runs with a fake
 HOME that knows that sshd; its runtime is the "remote" side. With --gateway, the kernels run on
 a local Jupyter Kernel Gateway (token in KG_AUTH_TOKEN; the companion gets
@@ -39,10 +39,7 @@ import signal  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from load_driver import companion_tunnel, run_load  # noqa: E402
+from tests.harness.load import companion_tunnel, run_load  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             url = token = gateway_pid = None
             if args.gateway:
-                from gateway_process import kernel_gateway
+                from tests.harness.gateway import kernel_gateway
 
                 gw = stack.enter_context(kernel_gateway(tmp / "gateway"))
                 url, token, gateway_pid = gw.url, gw.token, gw.pid

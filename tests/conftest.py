@@ -7,9 +7,7 @@ import pytest
 from jupyter_colab_remote.server.app import COLAB_SERVER_CONFIG
 from jupyter_colab_remote.tokens import TokenStore
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "sshd", "install_env"]
-
-COLAB_ORIGIN = "https://colab.research.google.com"
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.harness.fixtures"]
 
 
 @pytest.fixture
@@ -52,12 +50,3 @@ def jp_auth_header(token):
 def colab_app(jp_serverapp):
     """The loaded ColabRemoteApp instance."""
     return jp_serverapp.extension_manager.extension_apps["jupyter_colab_remote"].copy().pop()
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    """A real `jupyter colabremote serve` subprocess on a free loopback port."""
-    from runtime_process import run_runtime
-
-    with run_runtime(tmp_path) as rt:
-        yield rt

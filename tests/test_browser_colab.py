@@ -19,7 +19,8 @@ import urllib.request
 import uuid
 
 import pytest
-from colab_browser import Browser, PageServer, browser_available, chromium, serve_page
+
+from tests.harness.browser import Browser, PageServer, browser_available, chromium, serve_page
 
 COLAB_HOST = "colab.research.google.com"
 EVIL_HOST = "evil.example.com"
@@ -27,6 +28,8 @@ XSSI_PREFIX = ")]}'\n"
 
 _missing = browser_available()
 pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.browser,
     pytest.mark.skipif(_missing is not None, reason=f"no browser to test with: {_missing}"),
     pytest.mark.timeout(120),
 ]

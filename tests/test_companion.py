@@ -1,7 +1,7 @@
 """The companion end to end: `jupyter colabremote start|stop|url|status|doctor` against real sshd.
 
 Every test runs the companion as a user would (`python -m jupyter_colab_remote ...`, a fake
-HOME with ~/.ssh, no terminal) against OpenSSH servers from tests/sshd.py; the "remote host"
+HOME with ~/.ssh, no terminal) against OpenSSH servers from tests/harness/sshd.py; the "remote host"
 is this machine with the remote session's own HOME and Jupyter directories. Processes are
 stopped by PID in `finally`, and every wait is bounded.
 """
@@ -27,29 +27,38 @@ from pathlib import Path
 import paramiko
 import psutil
 import pytest
-from companion_helpers import (
-    all_cmdlines,
-    all_environs,
+
+from tests.harness.accounts import password_account
+from tests.harness.companion import (
     api,
     cli_argv,
     companion,
     companion_env,
     error_line,
-    family,
     kill_runtimes,
     make_askpass,
-    port_is_free,
     run_cli,
     run_code,
     runtime_files,
     start_companion,
     start_kernel,
-    stop_pid,
     token_of,
+)
+from tests.harness.processes import (
+    all_cmdlines,
+    all_environs,
+    family,
+    free_port,
+    net_connections,
+    port_is_free,
+    stop_process,
     wait_gone,
 )
-from runtime_api import wait_for
-from sshd import free_port, make_keypair, net_connections, password_account, run_sshd
+from tests.harness.runtime_api import wait_for
+from tests.harness.ssh_client import make_keypair
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 ACCEPTED = re.compile(r"Accepted (?:publickey|password) for \S+ from \S+ port (\d+)")
 
@@ -449,7 +458,7 @@ def test_passphrase_asked_on_the_terminal(tmp_path, sshd_server, user):
         assert seen.count(b"Passphrase for") == 1 and b"tty phrase" not in seen
         assert b"Traceback" not in seen
     finally:
-        stop_pid(proc, signal.SIGINT)
+        stop_process(proc, signal.SIGINT)
         os.close(master)
     stop_env = askpass_env(tmp_path, env, "tty phrase 1", "stop")[0]
     assert run_cli("stop", "gpu-box", env=stop_env).returncode == 0

@@ -9,18 +9,20 @@ import signal
 import subprocess
 import time
 
-from companion_helpers import (
+import pytest
+
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
-    family,
     kill_runtimes,
     run_cli,
     runtime_files,
     start_companion,
-    wait_gone,
 )
-from runtime_process import free_port
+from tests.harness.processes import family, free_port, wait_gone
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def test_key_from_ssh_agent(tmp_path, sshd_server, ssh_client_files):

@@ -5,7 +5,7 @@ The wheel the companion makes of itself is compared with the one pip builds from
 venv). Against a real sshd whose `python3` is Debian's with nothing installed: a clear error
 without --install; `--install --wheel FILE` with `--remote-python` of a system interpreter
 installs FILE into the private venv made from it. The host's dependencies come from the
-wheelhouse (PIP_FIND_LINKS; pip kept offline), see tests/install_env.py.
+wheelhouse (PIP_FIND_LINKS; pip kept offline), see tests/harness/install_env.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,22 @@ import zipfile
 from pathlib import Path
 
 import psutil
-from companion_helpers import api, companion, companion_env, error_line, kill_runtimes, run_cli
-from install_env import SYSTEM_PYTHON, offline_env, server_env
-from runtime_process import free_port
-from sshd import run_sshd
+import pytest
 
 from jupyter_colab_remote.companion import wheels
+from tests.harness.companion import (
+    api,
+    companion,
+    companion_env,
+    error_line,
+    kill_runtimes,
+    run_cli,
+)
+from tests.harness.install_env import SYSTEM_PYTHON, offline_env, server_env
+from tests.harness.processes import free_port
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 #: Files of a wheel that describe how it was made, not what it installs.
 MADE_BY = ("RECORD", "WHEEL")

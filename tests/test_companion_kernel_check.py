@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from companion_helpers import api, companion_env, error_line, kill_runtimes, run_cli, token_of
-from sshd import SYSTEM_PATH, free_port, run_sshd
+
+from tests.harness.companion import api, companion_env, error_line, kill_runtimes, run_cli, token_of
+from tests.harness.processes import SYSTEM_PATH, free_port
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def remote_setup(tmp_path: Path, case: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Every command remembers what `start` was told, and tokens have one truth (issue 9).
 
-Real sshd (tests/sshd.py), the companion as a subprocess with a fake HOME, the runtime on the
-"remote" side. The remote sessions' PATH holds only the system directories, so their `python3`
-is Debian's, without this package: a command that forgot `start --remote-python` fails there.
+Real sshd (tests/harness/sshd.py), the companion as a subprocess with a fake HOME, the
+runtime on the "remote" side. The remote sessions' PATH holds only the system directories, so
+their `python3` is Debian's, without this package: a command that forgot
+`start --remote-python` fails there.
 """
 
 from __future__ import annotations
@@ -15,23 +16,24 @@ from pathlib import Path
 
 import psutil
 import pytest
-from companion_helpers import (
+
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
     error_line,
-    family,
     kill_runtimes,
-    port_is_free,
     run_cli,
     run_code,
     start_companion,
     start_kernel,
     token_of,
-    wait_gone,
 )
-from runtime_api import wait_for
-from sshd import SYSTEM_PATH, free_port, run_sshd
+from tests.harness.processes import SYSTEM_PATH, family, free_port, port_is_free, wait_gone
+from tests.harness.runtime_api import wait_for
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 PYTHON = sys.executable  # the interpreter that has the package, named with --remote-python
 

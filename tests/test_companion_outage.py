@@ -34,10 +34,16 @@ from dataclasses import dataclass, field
 
 import psutil
 import pytest
-from kernel_client import execute
-from sshd import SSHClientFiles, free_port, remote_host_netns, run_sshd
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from tests.harness.kernel_client import execute
+from tests.harness.netns import remote_host_netns
+from tests.harness.processes import free_port
+from tests.harness.ssh_client import SSHClientFiles
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 ALIAS = "gpu-box"
 OUTAGE_SECONDS = 20.0

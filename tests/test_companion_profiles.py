@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from companion_helpers import (
+import pytest
+
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
@@ -15,7 +17,9 @@ from companion_helpers import (
     start_companion,
     start_kernel,
 )
-from runtime_process import free_port
+from tests.harness.processes import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def write_config(env: dict, text: str) -> None:

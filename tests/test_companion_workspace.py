@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
-from companion_helpers import (
-    all_cmdlines,
+import pytest
+
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
@@ -15,7 +16,9 @@ from companion_helpers import (
     start_companion,
     start_kernel,
 )
-from runtime_process import free_port
+from tests.harness.processes import all_cmdlines, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def git(*args: str, cwd=None) -> None:

@@ -1,7 +1,7 @@
 """`start HOST --image IMAGE`: Colab's runtime image in a container on the host, supervised.
 
 End to end with a real container engine: rootful podman (Debian 12) with runc, a private
-configuration and storage under the test's temporary directory (tests/container_image.py),
+configuration and storage under the test's temporary directory (tests/harness/container.py),
 reached through a real sshd whose sessions get CONTAINERS_CONF / CONTAINERS_STORAGE_CONF.
 No registry is reachable here, so the image is a local stand-in for Colab's, imported once
 per session from this machine's Python (plain Jupyter on 8080 printing its URL with a token,
@@ -26,25 +26,27 @@ from pathlib import Path
 
 import psutil
 import pytest
-from companion_helpers import (
+
+from jupyter_colab_remote.server import container
+from tests.harness.companion import (
     api,
     cli_argv,
     companion,
     companion_env,
     error_line,
-    port_is_free,
     run_cli,
     run_code,
     start_companion,
     start_kernel,
     token_of,
-    wait_gone,
 )
-from container_image import PrivatePodman, build_rootfs_tar, podman_usable
-from runtime_api import wait_for
-from sshd import SYSTEM_PATH, SSHClientFiles, free_port, run_sshd
+from tests.harness.container import PrivatePodman, build_rootfs_tar, podman_usable
+from tests.harness.processes import SYSTEM_PATH, free_port, port_is_free, wait_gone
+from tests.harness.runtime_api import wait_for
+from tests.harness.ssh_client import SSHClientFiles
+from tests.harness.sshd import run_sshd
 
-from jupyter_colab_remote.server import container
+pytestmark = [pytest.mark.e2e, pytest.mark.container]
 
 IMAGE = "localhost/colabremote-test/runtime:latest"
 COLAB = "us-docker.pkg.dev/colab-images/public/runtime"
@@ -257,6 +259,7 @@ def answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.needs_root
 def test_start_reattach_crash_status_doctor_stop(tmp_path, host, podman):
     """The life of a container runtime, as the user sees it, through a real SSH tunnel."""
     server, env = host
@@ -341,6 +344,7 @@ def test_start_reattach_crash_status_doctor_stop(tmp_path, host, podman):
     assert res.returncode == 0 and res.stdout.startswith("no runtime was running on gpu-box")
 
 
+@pytest.mark.needs_root
 def test_missing_image_streams_the_pull_and_fails_in_one_line(tmp_path, host, podman):
     """A pull that fails: its output as progress lines, then one error line, exit code 8."""
     server, env = host
@@ -359,6 +363,7 @@ def test_missing_image_streams_the_pull_and_fails_in_one_line(tmp_path, host, po
     assert port_is_free(port)
 
 
+@pytest.mark.needs_root
 def test_gpus_reach_the_engine_command_line(tmp_path, podman):
     """`--gpus all` becomes podman's CDI device on the exact command line the agent runs.
 
@@ -446,6 +451,7 @@ def test_start_without_host_publishes_the_container_on_the_port(tmp_path, podman
         podman.run("rm", "--all", "--force", "--time", "0", check=False)
 
 
+@pytest.mark.needs_root
 def test_image_with_the_extension_as_docs_dockerfile_builds_it(tmp_path, host, podman):
     """docs/Dockerfile.colab's CMD in a container: the extension's token, origin policy and
     Colab endpoints, bound to 0.0.0.0 inside the container, published on loopback only."""

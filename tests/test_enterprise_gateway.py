@@ -27,20 +27,33 @@ from pathlib import Path
 
 import psutil
 import pytest
-from enterprise_gateway import (
+
+from jupyter_colab_remote.server import gateway_launch
+from tests.harness.enterprise_gateway import (
     EnterpriseGateway,
     enterprise_gateway,
     launcher_processes,
     net_namespace_inode,
     require_eg_venv,
 )
-from runtime_api import local_kernels, rest, run_interrupted, run_on, status_doc, wait_for
-from runtime_process import Runtime, run_runtime
-from sshd import NetNS, SSHClientFiles, SSHServer, remote_host_netns, run_sshd
+from tests.harness.netns import NetNS, remote_host_netns
+from tests.harness.runtime import Runtime, run_runtime
+from tests.harness.runtime_api import (
+    local_kernels,
+    rest,
+    run_interrupted,
+    run_on,
+    status_doc,
+    wait_for,
+)
+from tests.harness.ssh_client import SSHClientFiles
+from tests.harness.sshd import SSHServer, run_sshd
 
-from jupyter_colab_remote.server import gateway_launch
-
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.needs_root,
+    pytest.mark.timeout(240),
+]
 
 
 @dataclass

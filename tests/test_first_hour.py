@@ -9,7 +9,7 @@ an index") or uploaded with `--wheelhouse` ("it has none"). The package itself i
 the companion brings its own version. The laptop is a fresh venv holding only the package
 (`pip install` of a wheel of this checkout), and a HOME whose ~/.ssh/config names the server
 with the key and whose known_hosts is empty (a new host key). Colab is headless Chromium on a
-fake https://colab.research.google.com page (tests/colab_browser.py).
+fake https://colab.research.google.com page (tests/harness/browser.py).
 """
 
 from __future__ import annotations
@@ -23,16 +23,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-from colab_browser import browser_available, chromium, serve_page
-from companion_helpers import api, companion, companion_env, error_line, run_cli, wait_gone
-from install_env import SYSTEM_PYTHON, server_env
-from runtime_process import free_port
-from sshd import run_sshd
 
 from jupyter_colab_remote import __version__
 from jupyter_colab_remote.companion.remote import sh_join
+from tests.harness.browser import browser_available, chromium, serve_page
+from tests.harness.companion import api, companion, companion_env, error_line, run_cli
+from tests.harness.install_env import SYSTEM_PYTHON, server_env
+from tests.harness.processes import free_port, wait_gone
+from tests.harness.sshd import run_sshd
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.needs_root,
+    pytest.mark.browser,
+    pytest.mark.timeout(600),
+]
 #: Installing jupyter-colab-remote[lab] (~100 wheels) on a busy 2-core machine.
 INSTALL_DEADLINE = 400.0
 URL = re.compile(r"http://localhost:\d+/\?token=[A-Za-z0-9_-]+")

@@ -20,8 +20,12 @@ import uuid
 
 import psutil
 import pytest
-from companion_helpers import (
-    all_cmdlines,
+from tornado.websocket import websocket_connect
+
+from jupyter_colab_remote.companion.errors import CompanionError
+from jupyter_colab_remote.companion.gateway import check_gateway_url, gateway_warning
+from jupyter_colab_remote.server import gateway_launch
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
@@ -32,9 +36,11 @@ from companion_helpers import (
     start_companion,
     start_kernel,
 )
-from gateway_process import KernelGateway, TCPProxy, free_port, kernel_gateway
-from kernel_client import execute
-from runtime_api import (
+from tests.harness.gateway import KernelGateway, TCPProxy, kernel_gateway
+from tests.harness.kernel_client import execute
+from tests.harness.processes import all_cmdlines, free_port
+from tests.harness.runtime import run_runtime
+from tests.harness.runtime_api import (
     local_kernels,
     rest,
     run_interrupted,
@@ -43,15 +49,12 @@ from runtime_api import (
     wait_for,
     ws_request,
 )
-from runtime_process import run_runtime
-from tornado.websocket import websocket_connect
-
-from jupyter_colab_remote.companion.errors import CompanionError
-from jupyter_colab_remote.companion.gateway import check_gateway_url, gateway_warning
-from jupyter_colab_remote.server import gateway_launch
 
 pytest.importorskip("kernel_gateway")
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(240),
+]
 
 COLAB_ORIGIN = "https://colab.research.google.com"
 #: Reconnect quickly in tests (defaults: 1 s doubling up to 30 s, 5 attempts).
@@ -322,8 +325,9 @@ def test_wrong_gateway_token_is_reported(tmp_path, gateway):
 
 
 # -- Colab's page ------------------------------------------------------------------------------
+@pytest.mark.browser
 def test_colab_page_uses_gateway_kernels_and_sees_the_outage(tmp_path, gateway, gw_runtime):
-    from colab_browser import browser_available, chromium, serve_page
+    from tests.harness.browser import browser_available, chromium, serve_page
 
     missing = browser_available()
     if missing:
@@ -379,6 +383,7 @@ def test_colab_page_uses_gateway_kernels_and_sees_the_outage(tmp_path, gateway, 
 
 
 # -- the companion through a real sshd ---------------------------------------------------------
+@pytest.mark.needs_root
 def test_companion_start_with_gateway_url(tmp_path, sshd_server, ssh_client_files, gateway):
     home = ssh_client_files.make_home(tmp_path / "laptop")
     env = companion_env(home, tmp_path, COLABREMOTE_GATEWAY_TOKEN=gateway.token)
@@ -427,6 +432,7 @@ def test_companion_start_with_gateway_url(tmp_path, sshd_server, ssh_client_file
     assert os.environ.get("COLABREMOTE_GATEWAY_TOKEN") != gateway.token
 
 
+@pytest.mark.needs_root
 def test_companion_warns_when_the_host_cannot_reach_the_gateway(
     tmp_path, sshd_server, ssh_client_files
 ):

@@ -10,7 +10,6 @@ import uuid
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COLAB_ORIGIN
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 from jupyter_server.auth.decorator import ws_authenticated
@@ -26,6 +25,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketHandler, websocket_connect
 
 from jupyter_colab_remote.server import http_over_ws
+from tests.harness.runtime_api import COLAB_ORIGIN
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
 pytestmark = pytest.mark.server

@@ -22,8 +22,11 @@ import subprocess
 import sys
 
 import pytest
-from runtime_api import local_kernels, rest, run_on, status_doc
-from runtime_process import run_runtime
+
+from tests.harness.runtime import run_runtime
+from tests.harness.runtime_api import local_kernels, rest, run_on, status_doc
+
+pytestmark = [pytest.mark.e2e]
 
 SESSION = {"path": "Untitled.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import COLAB_ORIGIN
-from kernel_client import execute
 from tornado.httpclient import HTTPClientError
+
+from tests.harness.kernel_client import execute
+from tests.harness.runtime_api import COLAB_ORIGIN
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
 pytestmark = pytest.mark.server

@@ -32,12 +32,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from colab_browser import CHROMEDRIVER, CHROMIUM, browser_available
-from conftest import COLAB_ORIGIN
-from kernel_client import execute_request
-from runtime_process import free_port, run_runtime, stop_process
 
 from jupyter_colab_remote import __version__
+from tests.harness.browser import CHROMEDRIVER, CHROMIUM, browser_available
+from tests.harness.kernel_client import execute_request
+from tests.harness.processes import free_port, stop_process
+from tests.harness.runtime import run_runtime
+from tests.harness.runtime_api import COLAB_ORIGIN
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEXTENSION = ROOT / "labextension"
@@ -199,7 +202,7 @@ def plain_jupyter_lab(tmp: Path):
         wait_for("jupyter lab to listen", listening, 60)
         yield lab
     finally:
-        stop_process(proc)
+        stop_process(proc, group=True)
 
 
 def open_panel(driver, lab_url: str) -> None:

@@ -13,10 +13,13 @@ import re
 import urllib.error
 import urllib.request
 
-from runtime_api import rest
-from runtime_process import run_runtime
+import pytest
 
 from jupyter_colab_remote import __version__
+from tests.harness.runtime import run_runtime
+from tests.harness.runtime_api import rest
+
+pytestmark = [pytest.mark.e2e]
 
 NO_LAB = ["--ServerApp.jpserver_extensions=jupyterlab=False"]
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from load_driver import THREAD_SLACK, companion_tunnel, run_load
 
-pytestmark = pytest.mark.timeout(600)
+from tests.harness.load import THREAD_SLACK, companion_tunnel, run_load
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.needs_root,
+    pytest.mark.timeout(600),
+]
 
 MIB = 1024 * 1024
 FD_SLACK = 8
@@ -46,7 +51,7 @@ def test_ten_kernels_twenty_executes_each_through_one_tunnel(tmp_path):
 
 def test_gateway_kernels_under_load_through_one_tunnel(tmp_path):
     pytest.importorskip("kernel_gateway")
-    from gateway_process import kernel_gateway
+    from tests.harness.gateway import kernel_gateway
 
     kernels, executes = 6, 20
     with kernel_gateway(tmp_path / "gateway") as gw:

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from runtime_process import free_port, run_runtime, stop_process, wait_for_runtime_file
+
+from tests.harness.processes import free_port, stop_process
+from tests.harness.runtime import run_runtime, wait_for_runtime_file
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
-pytestmark = pytest.mark.server
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.server,
+]
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Self-tests of the real-sshd harness in tests/sshd.py."""
+"""Self-tests of the real-sshd harness in tests/harness/sshd.py."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import time
 import paramiko
 import psutil
 import pytest
-from sshd import (
-    MARKER_VAR,
-    SSH,
-    SSHClientFiles,
-    cleanup_stale_netns,
-    net_connections,
-    password_account,
-    remote_host_netns,
-    run_sshd,
-    tcp_connect,
-)
+
+from tests.harness import ROOT
+from tests.harness.accounts import password_account
+from tests.harness.netns import cleanup_stale_netns, remote_host_netns
+from tests.harness.processes import net_connections, tcp_connect
+from tests.harness.ssh_client import SSH, SSHClientFiles
+from tests.harness.sshd import MARKER_VAR, run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 10.0) -> str:
@@ -257,7 +255,8 @@ CRASHING_RUN = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from sshd import remote_host_netns, run_sshd
+from tests.harness.netns import remote_host_netns
+from tests.harness.sshd import run_sshd
 with remote_host_netns() as ns, run_sshd(Path(sys.argv[2]), netns=ns) as server:
     print(ns.name, ns.host_dev, ns.deadend_dev, server.pid, flush=True)
     time.sleep(60)
@@ -267,7 +266,7 @@ with remote_host_netns() as ns, run_sshd(Path(sys.argv[2]), netns=ns) as server:
 def test_stale_namespace_of_crashed_run_is_removed(tmp_path):
     """A run killed without teardown leaves a namespace + sshd; the next run removes both."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_RUN, os.path.dirname(__file__), str(tmp_path)],
+        [sys.executable, "-c", CRASHING_RUN, str(ROOT), str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     )

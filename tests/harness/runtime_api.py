@@ -1,5 +1,5 @@
 """REST and kernel WebSocket helpers for tests that drive a running `jupyter colabremote serve`
-(a `runtime_process.Runtime`): requests with its token, the status document, code execution
+(a `runtime.Runtime`): requests with its token, the status document, code execution
 and interrupts over the kernel WebSocket. Every wait is bounded.
 """
 
@@ -15,10 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
-from kernel_client import execute, execute_request
-from runtime_process import Runtime
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+from .kernel_client import execute, execute_request
+from .runtime import Runtime
+
+#: The origin Colab's page sends.
+COLAB_ORIGIN = "https://colab.research.google.com"
 
 
 def rest(rt: Runtime, method: str, path: str, body: dict | None = None, origin: str | None = None):

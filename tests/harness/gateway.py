@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -22,12 +21,7 @@ from pathlib import Path
 
 import psutil
 
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .processes import free_port, stop_process
 
 
 class KernelGateway:
@@ -101,27 +95,10 @@ class KernelGateway:
         raise TimeoutError(f"the gateway did not answer within {deadline} s:\n{self.log()}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (it shuts its kernels down), SIGKILL to the group if it lingers."""
+        """SIGTERM (it shuts its kernels down); SIGKILL to its group and kernels if they linger."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
-        except psutil.Error:
-            family = []
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for p in family:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        if proc is not None:
+            stop_process(proc, timeout=timeout, group=True, tree=True)
 
     @property
     def pid(self) -> int | None:

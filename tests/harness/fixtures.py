@@ -1,34 +1,53 @@
-"""What the `--install` tests share: a wheel of this checkout, the wheelhouse of its
-dependencies, a laptop venv holding only the package, and a server environment without one.
-
-`.wheelhouse/` (filled once by tests/run.sh with `pip download`) plays the package index:
-tests that need it skip with the reason when it is missing. Every pip run here and on the
-test "servers" is kept off the network (PIP_NO_INDEX=1, PIP_CONFIG_FILE=/dev/null).
-"""
+"""The harness's pytest fixtures (registered by tests/conftest.py through `pytest_plugins`)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sshd import SYSTEM_PATH
 
-ROOT = Path(__file__).resolve().parent.parent
-WHEELHOUSE = ROOT / ".wheelhouse"
-#: The server's Python: Debian's, with nothing installed for it.
-SYSTEM_PYTHON = "/usr/bin/python3"
-#: pip never reaches an index, from this machine's config or the environment.
-OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
+from . import ROOT
+from .install_env import WHEELHOUSE, offline_env
+from .netns import remote_host_netns
+from .runtime import run_runtime
+from .ssh_client import SSHClientFiles
+from .sshd import run_sshd
 
 
-def offline_env(**extra: str) -> dict[str, str]:
-    """This process's environment with pip kept off the network (and off this machine's
-    pip configuration: its find-links and constraints)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
-    return {**env, **OFFLINE_PIP, **extra}
+@pytest.fixture
+def ssh_client_files(tmp_path):
+    """An SSHClientFiles in tmp_path/client, its clients closed after the test."""
+    files = SSHClientFiles(tmp_path / "client")
+    yield files
+    files.close()
+
+
+@pytest.fixture
+def sshd_server(tmp_path, ssh_client_files):
+    """An sshd on loopback, known to ssh_client_files as `gpu-box` (root, key auth)."""
+    with run_sshd(tmp_path, name="sshd") as server:
+        ssh_client_files.add_host("gpu-box", server)
+        yield server
+
+
+@pytest.fixture
+def remote_netns():
+    """A network namespace "remote host" (NetNS), removed after the test."""
+    with remote_host_netns() as ns:
+        yield ns
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A real `jupyter colabremote serve` subprocess on a free loopback port."""
+    with run_runtime(tmp_path) as rt:
+        yield rt
+
+
+# ---------------------------------------------------------------------------------------------
+# `--install`: a wheel of this checkout, its dependencies' wheelhouse, a laptop venv
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +86,3 @@ def laptop_python(tmp_path_factory, project_wheel, wheelhouse) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return python
-
-
-def server_env(**extra: str | None) -> dict[str, str | None]:
-    """`run_sshd(set_env=...)` for a server whose `python3` is Debian's, with nothing
-    installed, and whose pip stays offline; `extra` adds (or with None removes) variables."""
-    return {"PATH": SYSTEM_PATH, **OFFLINE_PIP, **extra}

@@ -6,7 +6,7 @@ Its HTTP API listens on 127.0.0.1 only, with the token from EG_AUTH_TOKEN (never
 line). The second host is a network namespace (`sshd.remote_host_netns`) running a real
 OpenSSH sshd: EG's DistributedProcessProxy logs in with paramiko (key from $HOME/.ssh, host
 key checked against $HOME/.ssh/known_hosts with RejectPolicy) and runs our kernel launcher
-(tests/eg_launcher.py, EG venv python) there with nohup; the launcher reports back to EG's
+(harness/eg_launcher.py, EG venv python) there with nohup; the launcher reports back to EG's
 response socket on the host end of the veth (EG_RESPONSE_IP), and EG then talks ZMQ to the
 kernel at the namespace's address. So all traffic stays on loopback and the test's veth.
 
@@ -24,10 +24,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from gateway_process import KernelGateway
-from sshd import SYSTEM_PATH, NetNS, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
+from .gateway import KernelGateway
+from .netns import NetNS
+from .processes import SYSTEM_PATH, free_port
+
 EG_VENV = Path(os.environ.get("EG_VENV", ROOT / ".venv-eg"))
 EG_PYTHON = EG_VENV / "bin" / "python"
 LAUNCHER = Path(__file__).resolve().with_name("eg_launcher.py")

@@ -11,7 +11,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,10 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from kernel_client import execute
 from tornado.websocket import websocket_connect
+
+from .kernel_client import execute
+from .processes import family, stop_process, stop_processes
 
 #: A start that has to cold-start the runtime takes ~5 s here; leave room for a busy machine.
 START_DEADLINE = 90.0
@@ -69,13 +70,13 @@ def run_cli(
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_pid(proc)
+        stop_process(proc)
         out, err = proc.communicate(timeout=5)
         raise AssertionError(
             f"{args} did not finish within {timeout} s\nstdout: {out}\nstderr: {err}"
         ) from None
     finally:
-        stop_pid(proc)
+        stop_process(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -86,20 +87,6 @@ def error_line(res: subprocess.CompletedProcess) -> str:
     errors = [line for line in lines if line.startswith("jupyter colabremote: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], res.stderr
     return errors[0]
-
-
-def stop_pid(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-    """Signal our child process by PID and reap it (SIGKILL after timeout); its exit code."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(5)
-    return proc.returncode
 
 
 class Companion:
@@ -167,7 +154,7 @@ class Companion:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the companion by PID and reap it; its exit code."""
-        rc = stop_pid(self.proc, sig, timeout)
+        rc = stop_process(self.proc, sig, timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return rc
@@ -241,59 +228,7 @@ def run_code(url: str, kernel_id: str, *codes: str, timeout: float = 60.0) -> li
 
 
 # ---------------------------------------------------------------------------------------------
-# processes and ports
-
-
-def port_is_free(port: int) -> bool:
-    """Whether 127.0.0.1:port can be bound (as the next `start` would)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def family(pid: int) -> list[psutil.Process]:
-    """A process and all its descendants."""
-    p = psutil.Process(pid)
-    return [p, *p.children(recursive=True)]
-
-
-def wait_gone(procs: list[psutil.Process], deadline: float = 20.0) -> list[psutil.Process]:
-    """Wait (bounded) until the processes are gone (zombies count as gone); the survivors."""
-    end = time.monotonic() + deadline
-    while True:
-        alive = [p for p in procs if _alive(p)]
-        if not alive or time.monotonic() > end:
-            return alive
-        time.sleep(0.05)
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def all_cmdlines() -> dict[int, str]:
-    """Every process's command line on this machine (both "sides" of the tests)."""
-    out = {}
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            out[p.pid] = "\0".join(p.cmdline())
-    return out
-
-
-def all_environs() -> dict[int, str]:
-    """Every process's environment on this machine, as one string each."""
-    out = {}
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            out[p.pid] = "\0".join(f"{k}={v}" for k, v in p.environ().items())
-    return out
+# runtimes a test leaves behind
 
 
 def runtime_files(runtime_dir: str | Path) -> list[Path]:
@@ -307,13 +242,7 @@ def kill_runtimes(runtime_dir: str | Path) -> None:
     for path in runtime_files(runtime_dir):
         with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
             procs += family(int(json.loads(path.read_text())["pid"]))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(sig)
-        procs = wait_gone(procs, 10.0)
-        if not procs:
-            return
+    stop_processes(procs, timeout=10.0)
 
 
 def make_askpass(path: Path, password: str, counter: Path) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +14,7 @@ from pathlib import Path
 
 from jupyter_colab_remote.tokens import TokenStore
 
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .processes import free_port, stop_process
 
 
 @dataclass
@@ -119,20 +112,4 @@ def run_runtime(
         port = port or int(info["port"])  # 0: the port the server chose
         yield Runtime(proc, port, token, token_file, runtime_dir, log_path, home)
     finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the process (and its group: kernels), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    # Kernels are started in the server's session; make sure none outlive the test.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_process(proc, group=True)  # and its kernels (its session)

@@ -1,9 +1,9 @@
 """Many kernels, each driven by its own WebSocket client, through ONE companion tunnel.
 
 Used by tests/test_load.py (bounded) and bench/bench_load.py (50 kernels x 100 executes).
-A real sshd on loopback (tests/sshd.py), the companion (`start ALIAS --port P --json`) as a
+A real sshd on loopback (harness/sshd.py), the companion (`start ALIAS --port P --json`) as a
 user runs it, its runtime on the "remote" side; optionally the kernels on a local Jupyter
-Kernel Gateway (tests/gateway_process.py). Measures the execute round trip (execute_request
+Kernel Gateway (harness/gateway.py). Measures the execute round trip (execute_request
 -> execute_reply) of one client alone and of all clients at once, and the file descriptors
 and resident memory of the runtime and of the companion: at a baseline (after one warm-up
 kernel came and went), at their peak under load, and once the clients left and the kernels
@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,10 @@ from pathlib import Path
 import psutil
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from .processes import free_port, stop_process
+from .ssh_client import SSHClientFiles
+from .sshd import run_sshd
 
 ALIAS = "load-box"
 #: Threads allowed above the baseline once the load is gone: none for the companion (its
@@ -90,24 +93,11 @@ class Tunnel:
         return self.proc.pid
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @contextlib.contextmanager
 def companion_tunnel(
     tmp: Path, gateway_url: str | None = None, gateway_token: str | None = None
 ) -> Iterator[Tunnel]:
     """sshd on loopback, a fake HOME that knows it, and `start ALIAS --json` running."""
-    from sshd import SSHClientFiles, free_port, run_sshd
-
     files = SSHClientFiles(tmp / "client")
     env = {
         k: v
@@ -159,7 +149,7 @@ def companion_tunnel(
                 log = Path(server.remote_env["JUPYTER_RUNTIME_DIR"]) / "colabremote-default.log"
                 yield Tunnel(proc, record, env, server.pid, log, lines)
             finally:
-                _stop(proc)
+                stop_process(proc)
                 subprocess.run(
                     [sys.executable, "-m", "jupyter_colab_remote", "stop", ALIAS], env=env,
                     capture_output=True, timeout=60,
