@@ -165,14 +165,15 @@ def rotate_in_the_panel(url: str, lab_config_dir: Path) -> str:
     """Open JupyterLab through the URL in Chromium, rotate the token in the Colab panel as a
     person would (button, confirmation); the new URL the panel shows."""
     from selenium.webdriver.common.by import By
-    from test_labextension import (
+
+    from tests.test_labextension import (
         CARD_XPATH,
         click_dialog_button,
         lab_browser,
         panel_text,
         quiet_lab_settings,
     )
-    from test_labextension import wait_for as lab_wait_for
+    from tests.test_labextension import wait_for as lab_wait_for
 
     quiet_lab_settings(lab_config_dir)
     base, token = url.split("/?token=")
@@ -194,6 +195,7 @@ def rotate_in_the_panel(url: str, lab_config_dir: Path) -> str:
         )
 
 
+@pytest.mark.browser
 def test_a_rotation_elsewhere_is_never_undone(tmp_path, bare_server, user):
     """Rotate the companion's token in the JupyterLab panel (Chromium), then start again and
     reconnect after a dropped connection: the rotated secret never works again, the panel's

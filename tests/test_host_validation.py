@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from companion_helpers import companion_env, error_line, run_cli
 
 from jupyter_colab_remote.companion.errors import CompanionError
 from jupyter_colab_remote.companion.ssh_target import split_spec
+from tests.harness.companion import companion_env, error_line, run_cli
 
 BAD_HOSTS = [
     "gpu;touch${IFS}/tmp/x;",
@@ -55,6 +55,7 @@ def test_good_specs_still_parse(spec, expected):
     assert split_spec(spec) == expected
 
 
+@pytest.mark.e2e
 def test_a_hostile_host_never_reaches_proxy_command(tmp_path):
     """With `ProxyCommand ... %h` in ~/.ssh/config, the companion refuses the host in one
     line, exit 2, before the config is used: the injected command never runs."""
@@ -77,6 +78,7 @@ def test_a_hostile_host_never_reaches_proxy_command(tmp_path):
     assert Path(home / ".ssh/known_hosts").read_text() == ""
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("profile", ["../../etc", "a/b", ".hidden", "x" * 65, "a b"])
 def test_profile_names_that_would_name_other_files_are_refused(tmp_path, profile):
     env = companion_env(tmp_path / "home", tmp_path)

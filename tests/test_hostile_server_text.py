@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from companion_helpers import companion_env, error_line, run_cli
+
+from tests.harness.companion import companion_env, error_line, run_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 OSC52 = "\x1b]52;c;aGk=\x07"
 HOSTILE = f"{OSC52}\x1b[2Aevil\u202etxt"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from companion_helpers import (
+
+from tests.harness.companion import (
     api,
     companion,
     companion_env,
@@ -29,8 +30,10 @@ from companion_helpers import (
     start_companion,
     token_of,
 )
-from runtime_api import wait_for
-from sshd import free_port
+from tests.harness.processes import free_port
+from tests.harness.runtime_api import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 IMPOSTOR = textwrap.dedent(
     """

@@ -11,8 +11,20 @@ import stat
 import sys
 from pathlib import Path
 
-from companion_helpers import api, companion, companion_env, kill_runtimes, run_cli, start_companion
-from sshd import free_port, run_sshd
+import pytest
+
+from tests.harness.companion import (
+    api,
+    companion,
+    companion_env,
+    kill_runtimes,
+    run_cli,
+    start_companion,
+)
+from tests.harness.processes import free_port
+from tests.harness.sshd import run_sshd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 
 def open_to_others(root: Path) -> list[str]:
