@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 import time
 import typing as t
 from urllib.parse import urlsplit
 
-from jupyter_server.extension.application import ExtensionApp, _preparse_for_stopping_flags
+from jupyter_server.extension.application import ExtensionApp
 from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, List, Unicode, default
 
@@ -296,12 +295,12 @@ class ColabRemoteApp(ExtensionApp):
             remove_runtime_file()
 
     @classmethod
-    def launch_instance(cls, argv: list[str] | None = None, **kwargs: t.Any) -> None:
-        """`jupyter colabremote serve`: start the server, refusing a non-loopback bind."""
-        args = list(sys.argv[1:] if argv is None else argv)
-        # --help, --version and --generate-config answer for this app, not the server.
-        _preparse_for_stopping_flags(cls, args)
-        serverapp = cls.initialize_server(argv=args)
+    def initialize_server(
+        cls, argv: list[str] | None = None, load_other_extensions: bool = True, **kwargs: t.Any
+    ) -> t.Any:
+        """`jupyter colabremote serve` (through ExtensionApp.launch_instance): set up the
+        server, refusing a non-loopback bind, and announce the runtime once it listens."""
+        serverapp = super().initialize_server(argv, load_other_extensions, **kwargs)
         app = serverapp.starter_app
         # The extension's settings reach the web app only once initialize_settings succeeded.
         if serverapp.web_app.settings.get(cls.name) is not app:
@@ -324,4 +323,4 @@ class ColabRemoteApp(ExtensionApp):
         # queued after it, `announce` runs once the server listens. (Not the extension start
         # hook: jupyter_server < 2.15 has none and would never announce the runtime.)
         serverapp.io_loop.add_callback(app.announce)
-        serverapp.start()
+        return serverapp
