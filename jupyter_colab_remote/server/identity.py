@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado import web
 from traitlets import Instance, Unicode
@@ -67,7 +68,7 @@ class TokenStoreIdentityProvider(IdentityProvider):
         """Return the user for a request from an allowed origin with a live token or cookie."""
         if self._origin_refused(handler):
             return None
-        return await self._get_user(handler)
+        return await ensure_async(super().get_user(handler))
 
     async def get_user_token(self, handler: web.RequestHandler) -> User | None:
         """Identify the user by a token in the query or the Authorization header."""
