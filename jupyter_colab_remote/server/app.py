@@ -165,17 +165,17 @@ class ColabRemoteApp(ExtensionApp):
         return isinstance(self.serverapp.identity_provider, TokenStoreIdentityProvider)
 
     def initialize_settings(self) -> None:
-        """Open the token store; on a Colab runtime also install the origin policy, the
-        kernel WebSocket connection class and the gateway set-up, and configure culling.
+        """Open the token store; on a Colab runtime also install the log scrubber, the origin
+        policy, the kernel WebSocket connection class and the gateway set-up; configure culling.
 
         A server that merely loads the extension (a plain `jupyter lab`) gets the routes and
         nothing else: its kernel WebSockets, gateway functions and environment stay as they are.
         """
-        # Tornado's error logs print raw request URIs, token included: mask it everywhere.
-        log_scrub.install(self.serverapp.log, self.log)
         self.token_store = TokenStore(self.token_file)
         active = self.colab_policy_active()
         if active:
+            # Tornado's error logs print raw request URIs, token included: mask it everywhere.
+            log_scrub.install(self.serverapp.log, self.log)
             kernel_ports.install(self)  # kernels that survive a port collision at start-up
             self.origin_policy = OriginPolicy(
                 self.allowed_origin_pattern, list(self.extra_allowed_origins)
