@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 
 import pytest
+from jupyter_server.gateway.connections import GatewayWebSocketConnection
+from jupyter_server.gateway.gateway_client import GatewayClient
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
 from tornado.httpclient import HTTPClientError
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
+from jupyter_colab_remote.server.gateway_launch import GATEWAY_TOKEN_ENV
 from tests.harness.kernel_client import execute
 from tests.harness.runtime_api import COLAB_ORIGIN
 
@@ -91,3 +100,77 @@ class TestCulling:
         """`--ColabRemoteApp.cull_idle_timeout=3600` configures the kernel manager."""
         km = jp_serverapp.kernel_manager
         assert (km.cull_idle_timeout, km.cull_interval, km.cull_busy) == (3600, 60, True)
+
+
+async def test_execute_round_trip_has_no_nagle_stall(jp_fetch, jp_ws_fetch):
+    """The runtime's kernel WebSocket turns Nagle off: an execute round trip costs a few ms,
+    not the ~40 ms a small reply would wait for the client's delayed ACK."""
+    kid = await _start_kernel(jp_fetch)
+    try:
+        ws = await jp_ws_fetch("api", "kernels", kid, "channels", headers={"Origin": COLAB_ORIGIN})
+        await execute(ws, "pass")
+        samples = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            await execute(ws, "pass")
+            samples.append(time.perf_counter() - t0)
+        ws.close()
+    finally:
+        await jp_fetch("api", "kernels", kid, method="DELETE")
+    p50 = sorted(samples)[len(samples) // 2] * 1000
+    assert p50 < 30, f"p50 {p50:.1f} ms: the 40 ms delayed-ACK stall is back"
+
+
+@pytest.fixture
+def fresh_gateway_client():
+    """GatewayClient is a process-wide singleton: configure it anew for one server only."""
+    GatewayClient.clear_instance()
+    yield
+    GatewayClient.clear_instance()
+
+
+@pytest.mark.usefixtures("fresh_gateway_client")
+class TestPlainServer:
+    """A Jupyter server that merely loads the extension (a plain `jupyter lab`, not `serve`)
+    keeps jupyter_server's own kernel WebSocket, gateway functions and environment."""
+
+    @pytest.fixture(params=[False, True], ids=["local", "gateway"])
+    def gateway_url(self, request):
+        """No gateway, or one configured (never contacted here: only start-up is checked)."""
+        return "http://127.0.0.1:9" if request.param else ""
+
+    @pytest.fixture
+    def jp_server_config(self, gateway_url, monkeypatch):
+        """jupyter_server's defaults with the extension enabled, as installing it does."""
+        monkeypatch.setenv(GATEWAY_TOKEN_ENV, "gateway-secret")
+        return {
+            "ServerApp": {"jpserver_extensions": {"jupyter_colab_remote": True}},
+            "GatewayClient": {"url": gateway_url},
+        }
+
+    @pytest.fixture
+    def jp_auth_header(self, jp_serverapp):
+        """jupyter_server's own token (the colabremote store is not in use)."""
+        return {"Authorization": f"token {jp_serverapp.identity_provider.token}"}
+
+    async def test_jupyter_server_keeps_its_own_kernel_websocket_and_gateway(
+        self, jp_serverapp, jp_fetch, jp_base_url, gateway_url
+    ):
+        from jupyter_server.gateway import gateway_client, managers
+
+        stock = GatewayWebSocketConnection if gateway_url else ZMQChannelsWebsocketConnection
+        assert jp_serverapp.kernel_websocket_connection_class is stock
+        assert jp_serverapp.web_app.settings["kernel_websocket_connection_class"] is stock
+        uri = f"{jp_base_url}api/kernels/{uuid.uuid4()}/channels"
+        request = HTTPServerRequest(
+            start_line=RequestStartLine("GET", uri, "HTTP/1.1"),
+            headers=HTTPHeaders({"Host": "127.0.0.1"}),
+        )
+        route = jp_serverapp.web_app.find_handler(request)
+        assert route.handler_class is KernelWebsocketHandler
+        assert managers.gateway_request is gateway_client.gateway_request
+        assert os.environ[GATEWAY_TOKEN_ENV] == "gateway-secret"
+        assert jp_serverapp.gateway_config.gateway_enabled is bool(gateway_url)
+        # Its own routes are there, and say this server is no Colab runtime.
+        status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+        assert status["runtime"] is False

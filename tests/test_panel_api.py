@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
 
 from jupyter_colab_remote.tokens import TokenStore
@@ -94,3 +95,42 @@ async def test_colab_kernel_connections_counted(jp_fetch, jp_ws_fetch):
         plain.close()
     finally:
         await jp_fetch("api", "kernels", kid, method="DELETE")
+
+
+class DenyColabRemote(Authorizer):
+    """An Authorizer that refuses the extension's own API and allows everything else."""
+
+    def is_authorized(self, handler, user, action, resource) -> bool:
+        return resource != "colabremote"
+
+
+class TestAuthorizer:
+    """The token and forward controls ask jupyter_server's Authorizer (resource
+    `colabremote`), so a deployment can restrict them."""
+
+    @pytest.fixture
+    def jp_server_config(self, jp_server_config):
+        """The production settings with an Authorizer denying the `colabremote` resource."""
+        return {
+            **jp_server_config,
+            "ServerApp": {**jp_server_config["ServerApp"], "authorizer_class": DenyColabRemote},
+        }
+
+    async def test_denied_rotate_revoke_and_forward_answer_403(
+        self, jp_fetch, colab_app, token_file, token
+    ):
+        """Refused, and nothing changes: the token still works, no forward is recorded."""
+        requests = [
+            (("tokens", "test", "rotate"), {"method": "POST", "body": ""}),
+            (("tokens", "test"), {"method": "DELETE"}),
+            (("forward",), {"method": "PUT", "body": json.dumps({"local_port": 9000})}),
+        ]
+        for path, kwargs in requests:
+            with pytest.raises(HTTPClientError) as e:
+                await jp_fetch("colabremote", "api", *path, **kwargs)
+            assert e.value.code == 403, path
+            assert "not authorized" in json.loads(e.value.response.body)["message"]
+        assert TokenStore(token_file).verify(token) is not None
+        assert colab_app.forwards == {}
+        # Other resources are the Authorizer's to allow: kernels still answer.
+        assert (await jp_fetch("api", "kernels")).code == 200

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 import time
 import typing as t
+from urllib.parse import urlsplit
 
 import psutil
-from jupyter_server.extension.application import ExtensionApp, _preparse_for_stopping_flags
+from jupyter_server.extension.application import ExtensionApp
 from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import __version__
 from ..errors import StartError
 from ..tokens import TokenError, TokenStore, default_token_file
-from . import gateway, kernel_ports, log_scrub
+from . import gateway, kernel_ports, kernel_ws, log_scrub
 from .colab_handlers import COLAB_HANDLERS
-from .identity import POLICY_SETTING, STORE_SETTING, TokenStoreIdentityProvider
+from .identity import TokenStoreIdentityProvider
 from .kernel_check import KERNEL_CHECK_HANDLERS
-from .kernel_ws import KERNEL_WS_HANDLERS
 from .landing import LANDING_HANDLERS, LANDING_PATH, jupyterlab_loaded
 from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
 from .runtime_file import remove_runtime_file, write_runtime_file
@@ -147,12 +146,16 @@ class ColabRemoteApp(ExtensionApp):
         #: Local ports that companions forward to this runtime, by client name.
         self.forwards: dict[str, dict[str, t.Any]] = {}
         self.token_store: TokenStore | None = None
+        #: The allowed browser origins; None where Colab access is not enabled.
+        self.origin_policy: OriginPolicy | None = None
+        #: The client http-over-websocket replays requests with (made on first use).
+        self.http_over_ws_client: t.Any = None
 
     # -- set-up --------------------------------------------------------
     @property
     def is_runtime(self) -> bool:
         """True under `jupyter colabremote serve` (this extension started the server)."""
-        return getattr(self.serverapp, "_starter_app", None) is self
+        return self.serverapp.starter_app is self
 
     def disk_path(self) -> str:
         """Where disk usage is measured."""
@@ -163,23 +166,33 @@ class ColabRemoteApp(ExtensionApp):
         return isinstance(self.serverapp.identity_provider, TokenStoreIdentityProvider)
 
     def initialize_settings(self) -> None:
-        """Open the token store, install the origin policy, and configure culling."""
-        # Tornado's error logs print raw request URIs, token included: mask it everywhere.
-        log_scrub.install(self.serverapp.log, self.log)
+        """Open the token store; on a Colab runtime also install the log scrubber, the origin
+        policy, the kernel WebSocket connection class and the gateway set-up; configure culling.
+
+        A server that merely loads the extension (a plain `jupyter lab`) gets the routes and
+        nothing else: its kernel WebSockets, gateway functions and environment stay as they are.
+        """
         self.token_store = TokenStore(self.token_file)
-        self.settings[STORE_SETTING] = self.token_store
-        if self.colab_policy_active():
+        active = self.colab_policy_active()
+        if active:
+            # Tornado's error logs print raw request URIs, token included: mask it everywhere.
+            log_scrub.install(self.serverapp.log, self.log)
             kernel_ports.install(self)  # kernels that survive a port collision at start-up
-            policy = OriginPolicy(self.allowed_origin_pattern, list(self.extra_allowed_origins))
-            self.settings[POLICY_SETTING] = policy
-            self.serverapp.web_app.transforms.append(make_cors_transform(policy))
+            self.origin_policy = OriginPolicy(
+                self.allowed_origin_pattern, list(self.extra_allowed_origins)
+            )
+            identity = self.serverapp.identity_provider
+            identity.token_store, identity.origin_policy = self.token_store, self.origin_policy
+            self.serverapp.web_app.transforms.append(make_cors_transform(self.origin_policy))
         else:
             self.log.info(
                 "colabremote: Colab endpoints added; Colab access itself is enabled only "
                 "under `jupyter colabremote serve`."
             )
         # Kernels on a Jupyter gateway (--GatewayClient.url): readable errors, fast relay.
-        gateway.install(self)
+        relay = gateway.install(self) if self.is_runtime else None
+        if active or relay is not None:
+            kernel_ws.install(self, relay)
         km = self.serverapp.kernel_manager
         if self.cull_idle_timeout > 0:
             km.cull_idle_timeout = self.cull_idle_timeout
@@ -188,13 +201,12 @@ class ColabRemoteApp(ExtensionApp):
             km.cull_busy = self.cull_busy
 
     def initialize_handlers(self) -> None:
-        """Colab's endpoints, checked kernel starts, the no-delay kernel WebSocket, our status
+        """Colab's endpoints, checked kernel starts, http-over-websocket, our token and status
         API and the landing page."""
         from .http_over_ws import HTTP_OVER_WS_HANDLERS
 
         self.handlers.extend(COLAB_HANDLERS)
         self.handlers.extend(KERNEL_CHECK_HANDLERS)
-        self.handlers.extend(KERNEL_WS_HANDLERS)
         self.handlers.extend(HTTP_OVER_WS_HANDLERS)
         self.handlers.extend(TOKEN_HANDLERS)
         self.handlers.append((r"/colabremote/api/status", StatusHandler))
@@ -202,10 +214,13 @@ class ColabRemoteApp(ExtensionApp):
 
     # -- runtime -------------------------------------------------------
     def local_url(self) -> str:
-        """The server's URL as reached on this host, without a token."""
+        """The server's URL as reached on this host, without a token: its connection URL,
+        naming a loopback bind `localhost` as Colab's dialog documents it."""
         sa = self.serverapp
-        host = "localhost" if sa.ip in ("", "localhost", "127.0.0.1", "::1") else sa.ip
-        return f"http://{host}:{sa.port}{sa.base_url}"
+        url = urlsplit(sa.connection_url)
+        if sa.ip in ("", "localhost", "127.0.0.1", "::1"):
+            url = url._replace(netloc=f"localhost:{sa.port}")
+        return url.geturl()
 
     def colab_port(self) -> int:
         """The port Colab reaches: the newest companion forward, else the server's own."""
@@ -272,7 +287,10 @@ class ColabRemoteApp(ExtensionApp):
         write_runtime_file(self.runtime_info())
 
     async def stop_extension(self) -> None:
-        """Record last-use times and remove the runtime file."""
+        """Record last-use times, close the replay client and remove the runtime file."""
+        if self.http_over_ws_client is not None:
+            self.http_over_ws_client.close()
+            self.http_over_ws_client = None
         if self.token_store is not None:
             try:
                 self.token_store.flush_last_use()
@@ -282,14 +300,15 @@ class ColabRemoteApp(ExtensionApp):
             remove_runtime_file()
 
     @classmethod
-    def launch_instance(cls, argv: list[str] | None = None, **kwargs: t.Any) -> None:
-        """`jupyter colabremote serve`: start the server, refusing a non-loopback bind."""
-        args = list(sys.argv[1:] if argv is None else argv)
-        # --help, --version and --generate-config answer for this app, not the server.
-        _preparse_for_stopping_flags(cls, args)
-        serverapp = cls.initialize_server(argv=args)
-        app = serverapp._starter_app
-        if STORE_SETTING not in serverapp.web_app.settings:
+    def initialize_server(
+        cls, argv: list[str] | None = None, load_other_extensions: bool = True, **kwargs: t.Any
+    ) -> t.Any:
+        """`jupyter colabremote serve` (through ExtensionApp.launch_instance): set up the
+        server, refusing a non-loopback bind, and announce the runtime once it listens."""
+        serverapp = super().initialize_server(argv, load_other_extensions, **kwargs)
+        app = serverapp.starter_app
+        # The extension's settings reach the web app only once initialize_settings succeeded.
+        if serverapp.web_app.settings.get(cls.name) is not app:
             # jupyter_server logs and skips an extension that fails to load; a runtime
             # without its token store would refuse every request, so stop here instead.
             serverapp.http_server.stop()
@@ -309,4 +328,4 @@ class ColabRemoteApp(ExtensionApp):
         # queued after it, `announce` runs once the server listens. (Not the extension start
         # hook: jupyter_server < 2.15 has none and would never announce the runtime.)
         serverapp.io_loop.add_callback(app.announce)
-        serverapp.start()
+        return serverapp

@@ -195,27 +195,30 @@ def _connection_class() -> type:
     return ColabGatewayWebSocketConnection
 
 
-def install(app: t.Any) -> None:
-    """Set up a runtime whose kernels are on a gateway (called from initialize_settings)."""
+def install(app: t.Any) -> type | None:
+    """Set up a runtime whose kernels are on a gateway (under `serve` only: it patches
+    jupyter_server's gateway_request and edits this process's environment).
+
+    Returns the relay connection class to use, or None (no gateway, or another class
+    configured)."""
     gc = gateway_client(app.serverapp)
     if gc is None:
-        return
+        return None
     # Read the token into the client now, then drop it from the environment, so that
     # processes this server starts (terminals) do not inherit it.
     _ = gc.auth_token
     os.environ.pop(GATEWAY_TOKEN_ENV, None)
     install_readable_errors()
-    from jupyter_server.gateway.connections import GatewayWebSocketConnection
-
-    # The extension's settings are copied into the web app's after initialize_settings.
-    settings = app.settings
-    if settings.get("kernel_websocket_connection_class") is GatewayWebSocketConnection:
-        settings["kernel_websocket_connection_class"] = _connection_class()
     app.log.info(
         "colabremote: kernels run on the gateway %s (token %s)",
         public_url(gc.url),
         "set" if gc.auth_token else "not set",
     )
+    from jupyter_server.gateway.connections import GatewayWebSocketConnection
+
+    if app.serverapp.kernel_websocket_connection_class is GatewayWebSocketConnection:
+        return _connection_class()
+    return None
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import json
 import re
 import typing as t
@@ -29,10 +28,12 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 from jupyter_server.auth.decorator import allow_unauthenticated, ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, httputil, web, websocket
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from .identity import POLICY_SETTING
+if t.TYPE_CHECKING:
+    from .app import ColabRemoteApp
 
 #: The jupyter_http_over_ws version whose protocol we speak (Colab asks for min_version 0.0.7).
 EXTENSION_VERSION = "0.0.7"
@@ -63,7 +64,6 @@ MAX_UPSTREAM_WS_MESSAGE = 1024**3
 UNCAUGHT_ERROR_TEXT = "Uncaught server-side exception. Check logs for additional details."
 REQUIRED_KEYS = ("message_id", "method", "path")
 
-_CLIENT_SETTING = "colabremote_http_over_ws_client"
 _PROXIED_WS_MARKER = "/http_over_websocket/proxied_ws/"
 _STRICT_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:([ab])(\d+))?", re.ASCII)
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
@@ -222,32 +222,26 @@ class ResponseEmitter:
 
 # -- where this server is --------------------------------------------------------
 def loopback_base(serverapp: t.Any) -> tuple[str, str]:
-    """(http scheme, "host:port") at which this process's own server can be reached."""
+    """(http scheme, "host:port") at which this process's own server can be reached: those of
+    its connection URL, with a wildcard (or `localhost`) bind reached on a loopback address."""
+    parts = urlsplit(serverapp.connection_url)
     ip = (serverapp.ip or "").strip("[]")
     if ip in ("", "0.0.0.0", "*", "localhost"):
-        host = "127.0.0.1"
-    elif ip == "::":
-        host = "[::1]"
-    else:
-        try:
-            host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
-        except ValueError:  # a host name
-            host = ip
-    scheme = "https" if getattr(serverapp, "certfile", "") else "http"
-    return scheme, f"{host}:{serverapp.port}"
+        return parts.scheme, f"127.0.0.1:{serverapp.port}"
+    if ip == "::":
+        return parts.scheme, f"[::1]:{serverapp.port}"
+    return parts.scheme, parts.netloc
 
 
-def http_client(settings: dict[str, t.Any]) -> httpclient.AsyncHTTPClient:
-    """The client for proxied requests: one per web application, with a streaming-size cap."""
-    client = settings.get(_CLIENT_SETTING)
-    if client is None:
+def http_client(app: ColabRemoteApp) -> httpclient.AsyncHTTPClient:
+    """The client for proxied requests: one per extension app, with a streaming-size cap."""
+    if app.http_over_ws_client is None:
         # simple_httpclient explicitly: its 64 KiB read chunks and streaming semantics are
         # what the framing relies on, whatever AsyncHTTPClient is configured to.
-        client = SimpleAsyncHTTPClient(
+        app.http_over_ws_client = SimpleAsyncHTTPClient(
             force_instance=True, max_clients=64, max_body_size=MAX_PROXIED_BODY
         )
-        settings[_CLIENT_SETTING] = client
-    return client
+    return app.http_over_ws_client
 
 
 def token_from_auth_url(auth_url: str) -> str | None:
@@ -274,12 +268,19 @@ def sendable_close(code: int | None, reason: str | None) -> tuple[int | None, st
 
 
 # -- handlers --------------------------------------------------------------------
-class ColabWebSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
+class ColabWebSocketHandler(
+    ExtensionHandlerMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler
+):
     """Shared base: Jupyter authentication, the origin policy, the tunnel's token."""
 
     #: The token the socket was authenticated with; proxied requests reuse it.
     auth_token: str | None = None
     _counted = False
+
+    @property
+    def app(self) -> ColabRemoteApp:
+        """The ColabRemoteApp serving this socket."""
+        return t.cast("ColabRemoteApp", self.extensionapp)
 
     def set_default_headers(self) -> None:
         """Skip JupyterHandler's page headers, which mean nothing on a WebSocket."""
@@ -290,7 +291,7 @@ class ColabWebSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
 
     def check_origin(self, origin: str | None = None) -> bool:
         """Apply the runtime's origin policy (including extra origins) when it is active."""
-        policy = self.settings.get(POLICY_SETTING)
+        policy = self.app.origin_policy
         if policy is None:
             return bool(super().check_origin(origin))
         if origin is None:
@@ -340,16 +341,15 @@ class ColabWebSocketHandler(WebSocketMixin, websocket.WebSocketHandler, JupyterH
         if delta > 0 and self._counted or delta < 0 and not self._counted:
             return
         self._counted = delta > 0
-        app = self.settings.get("colabremote")
-        if app is not None:
-            app.http_over_ws_connections += delta
+        self.app.http_over_ws_connections += delta
 
 
 class HttpOverWebSocketHandler(ColabWebSocketHandler):
     """`/http_over_websocket`: HTTP requests to this server, tunnelled as JSON frames."""
 
-    def initialize(self) -> None:
+    def initialize(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Per-socket state: in-flight requests and the concurrency bound."""
+        super().initialize(*args, **kwargs)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._closed = False
@@ -458,7 +458,7 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
             request_timeout=PROXY_REQUEST_TIMEOUT,
         )
         # HTTP errors (404, 500) come back as responses; anything else raises.
-        response = await http_client(self.settings).fetch(proxied, raise_error=False)
+        response = await http_client(self.app).fetch(proxied, raise_error=False)
         if emitter.status is None:
             emitter.status, emitter.reason = response.code, response.reason or ""
 

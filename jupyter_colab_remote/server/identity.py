@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import typing as t
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado import web
-from traitlets import Unicode
+from traitlets import Instance, Unicode
 
-if t.TYPE_CHECKING:
-    from ..tokens import TokenStore
-    from .origins import OriginPolicy
-
-#: Keys under which the extension puts its objects into the tornado settings.
-STORE_SETTING = "colabremote_token_store"
-POLICY_SETTING = "colabremote_origin_policy"
+from ..tokens import TokenRecord, TokenStore
+from .origins import OriginPolicy
 
 
 class TokenStoreIdentityProvider(IdentityProvider):
@@ -34,6 +30,18 @@ class TokenStoreIdentityProvider(IdentityProvider):
     # and from writing one into jpserver-<pid>.json.
     token = Unicode("", help="Unused: tokens live in the colabremote token store.")
 
+    token_store = Instance(
+        TokenStore,
+        allow_none=True,
+        help="The store tokens are checked against; set by the colabremote extension when it "
+        "loads (until then no token is accepted).",
+    )
+    origin_policy = Instance(
+        OriginPolicy,
+        allow_none=True,
+        help="Browser origins allowed to use the server; set by the colabremote extension.",
+    )
+
     @property
     def auth_enabled(self) -> bool:
         """Authentication is always on."""
@@ -44,11 +52,12 @@ class TokenStoreIdentityProvider(IdentityProvider):
         """The login page accepts a token from the store."""
         return True
 
-    def _store(self, handler: web.RequestHandler) -> TokenStore:
-        return handler.settings[STORE_SETTING]
+    def _verify(self, secret: str) -> TokenRecord | None:
+        """The live store record for a token, or None (also before the store is set)."""
+        return self.token_store.verify(secret) if self.token_store is not None else None
 
     def _origin_refused(self, handler: web.RequestHandler) -> bool:
-        policy: OriginPolicy | None = handler.settings.get(POLICY_SETTING)
+        policy = self.origin_policy
         origin = handler.request.headers.get("Origin")
         if policy is None or policy.allows(origin, handler.request.host):
             return False
@@ -59,11 +68,11 @@ class TokenStoreIdentityProvider(IdentityProvider):
         """Return the user for a request from an allowed origin with a live token or cookie."""
         if self._origin_refused(handler):
             return None
-        return await self._get_user(handler)
+        return await ensure_async(super().get_user(handler))
 
     async def get_user_token(self, handler: web.RequestHandler) -> User | None:
         """Identify the user by a token in the query or the Authorization header."""
-        record = self._store(handler).verify(self.get_token(handler) or "")
+        record = self._verify(self.get_token(handler) or "")
         if record is None:
             return None
         handler._colabremote_token = (record.name, record.generation)  # type: ignore[attr-defined]
@@ -93,7 +102,7 @@ class TokenStoreIdentityProvider(IdentityProvider):
             name, generation = data["token"]
         except (ValueError, TypeError, KeyError):
             return None
-        if not self._store(handler).is_current(name, generation):
+        if self.token_store is None or not self.token_store.is_current(name, generation):
             return None
         handler._colabremote_token = (name, generation)  # type: ignore[attr-defined]
         user = self._user_for(name)
@@ -106,13 +115,13 @@ class TokenStoreIdentityProvider(IdentityProvider):
         jupyter_server answers a blocked cross-origin API request with 404; deciding in
         get_user instead gives the refused page a clear 403, with or without a token.
         """
-        if POLICY_SETTING in handler.settings:
+        if self.origin_policy is not None:
             return False
         return super().should_check_origin(handler)
 
     def process_login_form(self, handler: web.RequestHandler) -> User | None:
         """The login page: the password field takes a token from the store."""
-        record = self._store(handler).verify(handler.get_argument("password", default=""))
+        record = self._verify(handler.get_argument("password", default=""))
         if record is None:
             return None
         handler._colabremote_token = (record.name, record.generation)  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.services.kernels.handlers import MainKernelHandler
 from jupyter_server.services.sessions.handlers import SessionRootHandler
 from tornado import web
@@ -255,59 +255,76 @@ async def availability(ksm: t.Any, default_name: str, local: bool = True) -> dic
     return result
 
 
-async def refuse_unstartable(handler: APIHandler, requested: t.Any) -> bool:
-    """Under `serve`: True (after answering the JSON error) when the kernel cannot start."""
-    app = handler.settings.get("colabremote")
-    if app is None or not app.is_runtime or gateway.gateway_client(app.serverapp):
-        return False  # a plain Jupyter server keeps its behaviour; a gateway has its own errors
+class KernelCannotStart(web.HTTPError):
+    """The HTTP error for a kernel that cannot start; its JSON body is the problem's."""
+
+    def __init__(self, problem: KernelProblem) -> None:
+        # tornado's log line applies `%` formatting to log_message: escape it.
+        super().__init__(problem.status, problem.message.replace("%", "%%"), reason=problem.reason)
+        self.problem = problem
+
+
+async def check_startable(handler: CheckedHandlerMixin, requested: t.Any) -> None:
+    """Under `serve`: raise KernelCannotStart when the kernel `requested` cannot start."""
+    app = handler.extensionapp
+    if not app.is_runtime or gateway.gateway_client(app.serverapp):
+        return  # a plain Jupyter server keeps its behaviour; a gateway has its own errors
     name = requested if isinstance(requested, str) and requested else None
     default = handler.kernel_manager.default_kernel_name
     try:
         specs = await list_specs(handler.kernel_spec_manager)
     except Exception as e:  # unreadable kernelspecs: the start itself will say more
         handler.log.warning("colabremote: cannot check the kernelspecs: %s", e)
-        return False
+        return
     problem = await kernel_problem(specs, name, default)
-    if problem is None:
-        return False
-    handler.log.warning("colabremote: %s", problem.message)
-    handler.set_status(problem.status, reason=problem.reason)
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps(problem.body()))
-    return True
+    if problem is not None:
+        raise KernelCannotStart(problem)
 
 
-def json_object(handler: APIHandler) -> dict[str, t.Any]:
-    """The request's JSON object body; {} when absent or not an object."""
-    model = handler.get_json_body()
-    return model if isinstance(model, dict) else {}
+class CheckedHandlerMixin(ExtensionHandlerMixin):
+    """For jupyter_server's kernel-starting handlers: the request's JSON object, and the
+    JSON error (with advice) of a kernel that cannot start."""
+
+    def json_object(self) -> dict[str, t.Any]:
+        """The request's JSON object body; {} when absent or not an object."""
+        model = self.get_json_body()  # type: ignore[attr-defined]
+        return model if isinstance(model, dict) else {}
+
+    def write_error(self, status_code: int, **kwargs: t.Any) -> None:
+        """KernelCannotStart: the problem's document; anything else as APIHandler writes it."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(error, KernelCannotStart):
+            super().write_error(status_code, **kwargs)  # type: ignore[misc]
+            return
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.finish(json.dumps(error.problem.body()))  # type: ignore[attr-defined]
 
 
-class CheckedKernelsHandler(MainKernelHandler):
+class CheckedKernelsHandler(CheckedHandlerMixin, MainKernelHandler):
     """`POST /api/kernels`, refusing a kernel that cannot start (JSON error, with advice)."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """Check the kernelspec, then start the kernel as jupyter_server does."""
-        if not await refuse_unstartable(self, json_object(self).get("name")):
-            await super().post()
+        await check_startable(self, self.json_object().get("name"))
+        await super().post()
 
 
-class CheckedSessionsHandler(SessionRootHandler):
+class CheckedSessionsHandler(CheckedHandlerMixin, SessionRootHandler):
     """`POST /api/sessions`, refusing a new session whose kernel cannot start."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
         """Check the kernelspec when the session would start a kernel, then go on as usual."""
-        model = json_object(self)
+        model = self.json_object()
         kernel = model.get("kernel") or {}
         path = model.get("path")
         if isinstance(kernel, dict) and not kernel.get("id") and isinstance(path, str):
             exists = await ensure_async(self.session_manager.session_exists(path=path))
-            if not exists and await refuse_unstartable(self, kernel.get("name")):
-                return
+            if not exists:
+                await check_startable(self, kernel.get("name"))
         await super().post()
 
 

@@ -14,12 +14,18 @@ import sys
 import typing as t
 from html import escape
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .. import __version__
 from . import kernel_check
 from .gateway import gateway_client
+from .token_handlers import AUTH_RESOURCE
+
+if t.TYPE_CHECKING:
+    from .app import ColabRemoteApp
 
 LANDING_PATH = "/colabremote"
 
@@ -78,13 +84,16 @@ def lab_paragraph(serverapp: t.Any, base: str) -> str:
     )
 
 
-class LandingHandler(JupyterHandler):
+class LandingHandler(ExtensionHandlerMixin, JupyterHandler):
     """The runtime's page for a browser (the default URL when JupyterLab is absent)."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         """Render the page: version, running kernels, how to connect Colab, the status link."""
-        app = self.settings["colabremote"]
+        app = t.cast("ColabRemoteApp", self.extensionapp)
         count = len(self.kernel_manager.list_kernel_ids())
         kernels = f"{count} kernel{'' if count == 1 else 's'} running"
         local = gateway_client(self.serverapp) is None

@@ -7,14 +7,14 @@ import os
 import time
 import typing as t
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .. import __version__
 from . import gateway as gateway_mod
 from .kernel_check import availability
 from .resources import kernel_memory, resource_stats
-from .token_handlers import live_forwards
+from .token_handlers import ColabRemoteAPIHandler, live_forwards
 
 
 def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
@@ -39,7 +39,7 @@ def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
     return records
 
 
-class StatusHandler(APIHandler):
+class StatusHandler(ColabRemoteAPIHandler):
     """The runtime's status document."""
 
     async def kernels_available(self, gateway: dict[str, t.Any] | None) -> dict[str, t.Any]:
@@ -51,9 +51,10 @@ class StatusHandler(APIHandler):
         return await availability(self.kernel_spec_manager, default, local=gateway is None)
 
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         """Return version, uptime, kernels, open connections and resources."""
-        app = self.settings["colabremote"]
+        app = self.app
         # With kernels on a gateway: its reachability, and the kernels as it reports them.
         gateway = await gateway_mod.status(self.serverapp)
         kernels = gateway.pop("kernels") if gateway else kernel_records(self.kernel_manager)

@@ -6,13 +6,21 @@ import json
 import time
 import typing as t
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from ..tokens import TokenError, TokenStore, valid_name
 
+if t.TYPE_CHECKING:
+    from .app import ColabRemoteApp
+
 #: A forward report older than this is ignored (the companion re-reports after each heal).
 FORWARD_TTL_SECONDS = 24 * 3600
+#: The resource an Authorizer is asked about for the extension's own API (all allowed by
+#: jupyter_server's default AllowAllAuthorizer).
+AUTH_RESOURCE = "colabremote"
 
 
 def session_token_name(handler: APIHandler) -> str | None:
@@ -22,24 +30,29 @@ def session_token_name(handler: APIHandler) -> str | None:
     return used[0] if used else None
 
 
-class TokenBase(APIHandler):
-    """Shared helpers: the store, the app and JSON errors."""
+class ColabRemoteAPIHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of the extension's JSON API: its app, and the `colabremote` auth resource."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def app(self) -> ColabRemoteApp:
+        """The ColabRemoteApp serving this request."""
+        return t.cast("ColabRemoteApp", self.extensionapp)
 
     @property
     def store(self) -> TokenStore:
         """The extension's token store."""
-        return self.settings["colabremote_token_store"]
-
-    def fail(self, status: int, message: str) -> None:
-        """Answer a JSON error the panel can show."""
-        self.set_status(status)
-        self.finish(json.dumps({"message": message}))
+        store = self.app.token_store
+        assert store is not None  # opened in initialize_settings, before any route exists
+        return store
 
 
-class TokensHandler(TokenBase):
+class TokensHandler(ColabRemoteAPIHandler):
     """`GET /colabremote/api/tokens`: names and times (never secrets)."""
 
     @web.authenticated
+    @authorized
     def get(self) -> None:
         """List tokens; `current` names the one this browser session uses."""
         current = session_token_name(self)
@@ -48,10 +61,11 @@ class TokensHandler(TokenBase):
         )
 
 
-class TokenHandler(TokenBase):
+class TokenHandler(ColabRemoteAPIHandler):
     """`POST .../tokens/NAME/rotate` and `DELETE .../tokens/NAME`."""
 
     @web.authenticated
+    @authorized
     def post(self, name: str, action: str) -> None:
         """Rotate: return the new secret once, and keep this browser session logged in."""
         if action != "rotate":
@@ -59,43 +73,43 @@ class TokenHandler(TokenBase):
         try:
             secret = self.store.rotate(valid_name(name))
         except TokenError as e:
-            return self.fail(404, str(e))
+            raise web.HTTPError(404, str(e)) from e
         record = self.store.get(name)
         assert record is not None
         if session_token_name(self) == name:
             # The old cookie was tied to the old secret; issue one for the new rotation.
             self._colabremote_token = (name, record.generation)
             self.identity_provider.set_login_cookie(self, self.current_user)
-        app = self.settings["colabremote"]
-        self.finish(json.dumps({"name": name, "token": secret, "url": app.colab_url(secret)}))
+        self.finish(json.dumps({"name": name, "token": secret, "url": self.app.colab_url(secret)}))
 
     @web.authenticated
+    @authorized
     def delete(self, name: str, action: str = "") -> None:
         """Revoke a token (refused from the next request on)."""
         try:
             self.store.revoke(valid_name(name))
         except TokenError as e:
-            return self.fail(404, str(e))
+            raise web.HTTPError(404, str(e)) from e
         self.set_status(204)
         self.finish()
 
 
-class ForwardHandler(TokenBase):
+class ForwardHandler(ColabRemoteAPIHandler):
     """`PUT /colabremote/api/forward`: the companion reports the local port it forwards."""
 
     @web.authenticated
+    @authorized
     def put(self) -> None:
         """Record {"local_port": N, "client": "laptop"}."""
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = self.get_json_body() or {}
             port = int(body["local_port"])
             client = str(body.get("client", "companion"))[:64]
-        except (ValueError, KeyError, TypeError):
-            return self.fail(400, 'expected {"local_port": PORT, "client": NAME}')
+        except (web.HTTPError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise web.HTTPError(400, 'expected {"local_port": PORT, "client": NAME}') from e
         if not 0 < port < 65536:
-            return self.fail(400, "local_port out of range")
-        app = self.settings["colabremote"]
-        app.forwards[client] = {"local_port": port, "reported": time.time()}
+            raise web.HTTPError(400, "local_port out of range")
+        self.app.forwards[client] = {"local_port": port, "reported": time.time()}
         self.set_status(204)
         self.finish()
 
