@@ -136,6 +136,22 @@ def test_port_zero_reports_the_port_it_listens_on(tmp_path):
         assert http_code(f"{rt.base}/api/colab/build-info?token={rt.token}") == 200
 
 
+def test_a_configured_jupyter_token_is_refused_with_a_warning(tmp_path):
+    """A token set the usual Jupyter ways does not open the runtime, and `serve` says why,
+    without printing it (issue 10, item 13)."""
+    configured = "c" * 64
+    with run_runtime(
+        tmp_path, env={"JUPYTER_TOKEN": configured},
+        extra_args=[f"--IdentityProvider.token={'d' * 64}"],
+    ) as rt:  # fmt: skip
+        assert http_code(f"{rt.base}/api/kernelspecs?token={configured}") == 403
+        assert http_code(f"{rt.base}/api/kernelspecs?token={'d' * 64}") == 403
+        assert http_code(f"{rt.base}/api/kernelspecs?token={rt.token}") == 200
+        log = rt.log()
+        assert "is not used by this runtime" in log and "token new NAME" in log
+        assert configured not in log
+
+
 def test_token_never_in_logs_or_arguments_while_in_use(tmp_path):
     """Debug logging, requests with the token and a running kernel: the token leaks nowhere."""
     with run_runtime(tmp_path, extra_args=["--debug"]) as rt:

@@ -62,6 +62,17 @@ def is_loopback(ip: str) -> bool:
         return False
 
 
+def configured_token(serverapp: t.Any) -> bool:
+    """Whether the user set a Jupyter token in config, on the command line or in the
+    environment (the runtime ignores it; its value is never read here)."""
+    config = serverapp.config
+    return bool(
+        config.get("IdentityProvider", {}).get("token")
+        or config.get("ServerApp", {}).get("token")
+        or os.environ.get("JUPYTER_TOKEN")
+    )
+
+
 class ColabRemoteApp(ExtensionApp):
     """Makes a Jupyter server a Google Colab local runtime: CORS, tokens, Colab endpoints."""
 
@@ -184,6 +195,13 @@ class ColabRemoteApp(ExtensionApp):
             identity = self.serverapp.identity_provider
             identity.token_store, identity.origin_policy = self.token_store, self.origin_policy
             self.serverapp.web_app.transforms.append(make_cors_transform(self.origin_policy))
+            if configured_token(self.serverapp):
+                self.log.warning(
+                    "colabremote: the configured Jupyter token (IdentityProvider.token, "
+                    "ServerApp.token or JUPYTER_TOKEN) is not used by this runtime: it accepts "
+                    "only tokens of its store, which rotate and revoke without a restart. "
+                    "Create one with: jupyter colabremote token new NAME"
+                )
         else:
             self.log.info(
                 "colabremote: Colab endpoints added; Colab access itself is enabled only "
