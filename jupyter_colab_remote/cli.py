@@ -39,7 +39,7 @@ def token_main(argv: list[str]) -> int:
 
 def serve_main(argv: list[str]) -> int:
     """The `serve` subcommand: jupyter_server with the extension as the starter app."""
-    from .server.app import ColabRemoteApp
+    from .extension.app import ColabRemoteApp
 
     ColabRemoteApp.launch_instance(argv)
     return 0
@@ -47,7 +47,7 @@ def serve_main(argv: list[str]) -> int:
 
 def remote_main(argv: list[str]) -> int:
     """The `remote` subcommand: the companion's agent on the remote host (internal)."""
-    from .server.remote_agent import main as agent_main
+    from .agent.main import main as agent_main
 
     return agent_main(argv)
 

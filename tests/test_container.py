@@ -44,7 +44,7 @@ from container_image import PrivatePodman, build_rootfs_tar, podman_usable
 from runtime_api import wait_for
 from sshd import SYSTEM_PATH, SSHClientFiles, free_port, run_sshd
 
-from jupyter_colab_remote.server import container
+from jupyter_colab_remote.agent import container
 
 IMAGE = "localhost/colabremote-test/runtime:latest"
 COLAB = "us-docker.pkg.dev/colab-images/public/runtime"

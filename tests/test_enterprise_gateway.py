@@ -38,7 +38,7 @@ from runtime_api import local_kernels, rest, run_interrupted, run_on, status_doc
 from runtime_process import Runtime, run_runtime
 from sshd import NetNS, SSHClientFiles, SSHServer, remote_host_netns, run_sshd
 
-from jupyter_colab_remote.server import gateway_launch
+from jupyter_colab_remote.agent import gateway_launch
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -46,9 +46,9 @@ from runtime_api import (
 from runtime_process import run_runtime
 from tornado.websocket import websocket_connect
 
+from jupyter_colab_remote.agent import gateway_launch
 from jupyter_colab_remote.companion.errors import CompanionError
 from jupyter_colab_remote.companion.gateway import check_gateway_url, gateway_warning
-from jupyter_colab_remote.server import gateway_launch
 
 pytest.importorskip("kernel_gateway")
 pytestmark = pytest.mark.timeout(240)

@@ -25,7 +25,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketHandler, websocket_connect
 
-from jupyter_colab_remote.server import http_over_ws
+from jupyter_colab_remote.extension import http_over_ws
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
 pytestmark = pytest.mark.server

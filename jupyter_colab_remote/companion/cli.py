@@ -295,8 +295,8 @@ def _local_file(path: str, option: str) -> str:
 def _check_local_port(opts: StartOptions) -> None:
     """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
     unless this profile's runtime is already running (it is re-attached, whatever its port)."""
-    from ..server import container
-    from ..server.remote_agent import runtime_for
+    from ..agent import container
+    from ..agent.main import runtime_for
     from .forwarder import bind_local
 
     if runtime_for(opts.profile) is None and not (
@@ -391,7 +391,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 exit_code=e.exit_code,
             ) from e
     else:
-        from ..server import remote_agent
+        from ..agent import main as remote_agent
 
         result = remote_agent.stop({"profile": args.profile})
     tunnel = _stop_companion(record)

@@ -6,7 +6,7 @@ import argparse
 import socket
 import typing as t
 
-from ..server import container
+from ..agent import container
 from . import state
 from .errors import AuthError, CompanionError, ConnectError, HostKeyError
 from .forwarder import Forwarder, Link

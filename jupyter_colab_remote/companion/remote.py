@@ -8,7 +8,7 @@ import shlex
 import typing as t
 
 from .. import __version__
-from ..server.container import PROGRESS_PREFIX
+from ..agent.container import PROGRESS_PREFIX
 from .errors import CompanionError
 from .ssh_connect import SSHConnection
 

@@ -18,7 +18,7 @@ import paramiko
 import psutil
 
 from .. import __version__
-from ..server import container
+from ..agent import container
 from ..tokens import new_secret
 from . import state
 from .errors import AuthError, CompanionError, HostKeyError
@@ -295,7 +295,7 @@ class Session:
         return runtime
 
     def token_request(self) -> dict[str, t.Any]:
-        """The ensure request's token fields (see remote_agent.register_token)."""
+        """The ensure request's token fields (see agent.main.register_token)."""
         return {
             "token": self.token,
             "token_name": self.token_name,
@@ -595,7 +595,7 @@ def check_python(
 
 def start_local(opts: StartOptions, ui: UI) -> dict[str, t.Any]:
     """`start` without a host: this machine becomes the runtime (detached, re-attachable)."""
-    from ..server import remote_agent
+    from ..agent import main as remote_agent
 
     record = state.load("local", opts.profile) or {}
     token = record.get("token") or new_secret()

@@ -1,6 +1,6 @@
 """Colab's runtime container image on the remote host, run and supervised by docker or podman.
 
-`start HOST --image IMAGE` asks the agent (remote_agent.py) to run the image instead of
+`start HOST --image IMAGE` asks the agent (agent/main.py) to run the image instead of
 `jupyter colabremote serve`: detached, named `colabremote-<profile>`, labelled with the
 profile, `--restart on-failure`, its port 8080 published on 127.0.0.1 only (the companion's
 SSH forward reaches it; nothing else on the network can), GPUs passed through on request.

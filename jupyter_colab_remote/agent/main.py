@@ -24,9 +24,9 @@ import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 
 from .. import __version__
+from ..protocol.runtime_file import running_servers
 from ..tokens import TokenError, TokenStore, default_token_file, hash_token
 from . import container, gateway_launch
-from .runtime_file import running_servers
 from .server_paths import server_path
 from .workspace import WorkspaceError, split_git_spec, sync_repository
 

@@ -33,7 +33,7 @@ import typing as t
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .gateway_launch import GATEWAY_TOKEN_ENV, public_url
+from ..agent.gateway_launch import GATEWAY_TOKEN_ENV, public_url
 
 #: How long the status endpoint waits for the gateway before calling it unreachable.
 PROBE_TIMEOUT = 3.0
