@@ -1,265 +1,35 @@
-"""`python -m jupyter_colab_remote remote ACTION`: what the companion runs on the remote host.
+"""`python -m jupyter_colab_remote remote ACTION`: the agent's entry point.
 
-The companion sends one JSON object on stdin (secrets travel only there, never on a
-command line) and reads one JSON line back. Actions: `info`, `ensure` (re-attach to the
-profile's runtime or start it detached), `stop` and `status`.
+Run by the companion over SSH on the server, or as a local process by `start` without a
+host. Reads one JSON request on stdin (secrets travel only there, never on a command line),
+answers one JSON line on stdout; progress goes to stderr (see protocol/messages.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hmac
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-import typing as t
-from collections.abc import Iterator
-from pathlib import Path
 
-import psutil
-from jupyter_core.paths import jupyter_runtime_dir
-
-from .. import __version__
-from ..protocol.runtime_file import running_servers
-from ..tokens import TokenError, TokenStore, default_token_file, hash_token
-from . import container, gateway_launch
-from .server_paths import server_path
-from .workspace import WorkspaceError, split_git_spec, sync_repository
-
-#: How long a new runtime may take to start listening (kernelspecs, extensions, JupyterLab).
-START_DEADLINE = 60.0
-STOP_DEADLINE = 20.0
-LOG_TAIL_LINES = 15
-
-
-class AgentError(Exception):
-    """A failure to report to the companion in one line."""
-
-
-def runtime_for(profile: str) -> dict[str, t.Any] | None:
-    """The live runtime of this profile, if any."""
-    for info in running_servers():
-        if info.get("profile", "default") == profile:
-            return info
-    return None
-
-
-@contextlib.contextmanager
-def profile_lock(profile: str) -> Iterator[None]:
-    """Serialize ensure/stop for one profile (two companions starting at once)."""
-    rdir = Path(jupyter_runtime_dir())
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(rdir / f"colabremote-{profile}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def log_path(profile: str) -> Path:
-    """Where the detached runtime of a profile writes its log (which never holds a token)."""
-    return Path(jupyter_runtime_dir()) / f"colabremote-{profile}.log"
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def register_token(
-    token_file: str | os.PathLike[str], request: dict[str, t.Any]
-) -> dict[str, t.Any]:
-    """Make the companion's token work without ever undoing a rotation or revocation.
-
-    The companion sends its saved secret, whether this host accepted it before
-    (`token_known`), and a fresh `fallback_token`. A saved secret that is still current is
-    kept; a first-time one is registered. One that was rotated, revoked or expired here (in
-    the panel, the CLI or the REST API) is never revived: the fallback is registered instead
-    (under the same name if that name is free or expired, else under a new name, so the
-    rotated token's new secret keeps working). Answers the name and whether it reissued.
-    """
-    token, name = request.get("token"), request.get("token_name")
-    if not token or not name:
-        return {}
-    store = TokenStore(token_file)
-    record = store.get(name)
-    if record is not None and not record.expired():
-        if hmac.compare_digest(record.hash, hash_token(token)):
-            return {"token_name": name, "token_reissued": False}
-    elif record is None and not request.get("token_known"):
-        store.create(name, secret=token)
-        return {"token_name": name, "token_reissued": False}
-    fresh = request.get("fallback_token")
-    if not fresh:
-        raise AgentError("this connection's token was rotated or revoked here; run start again")
-    if record is not None and record.expired():
-        store.revoke(name)
-        record = None
-    if record is not None:  # rotated elsewhere: its new secret stays with its user
-        taken = {r.name for r in store.records()}
-        name = next(f"{name}-{n}" for n in range(2, 10_000) if f"{name}-{n}" not in taken)
-    store.create(name, secret=fresh)
-    return {"token_name": name, "token_reissued": True}
-
-
-def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Start `serve` detached (its own session, so it outlives the SSH connection)."""
-    token_file = request.get("token_file") or str(default_token_file())
-    claim = register_token(token_file, request)
-    workdir = request.get("workdir")
-    if workdir:
-        workdir = server_path(workdir)
-        os.makedirs(workdir, mode=0o700, exist_ok=True)
-    args = [
-        sys.executable, "-m", "jupyter_colab_remote", "serve",
-        f"--port={int(request.get('port') or 0)}", "--ip=127.0.0.1",
-        f"--ColabRemoteApp.profile={profile}",
-        f"--ColabRemoteApp.token_file={token_file}",
-    ]  # fmt: skip
-    if workdir:
-        args.append(f"--ServerApp.root_dir={workdir}")
-    args += [str(a) for a in request.get("serve_args", [])]
-    args += gateway_launch.serve_args(request)  # kernels on a gateway: its URL, never its token
-    # Variables for the kernels (e.g. from --env-file) go through the environment,
-    # never onto the command line or into a file.
-    env = {**os.environ, **{str(k): str(v) for k, v in request.get("env", {}).items()}}
-    env.update(gateway_launch.serve_env(request))
-    log = log_path(profile)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir or os.path.expanduser("~"),
-            start_new_session=True,
-        )
-    finally:
-        os.close(fd)
-    deadline = time.monotonic() + START_DEADLINE
-    path = Path(jupyter_runtime_dir()) / f"colabremote-{proc.pid}.json"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AgentError(
-                f"the runtime exited with code {proc.returncode} while starting; "
-                f"last lines of {log}:\n{log_tail(log)}"
-            )
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(path.read_text())
-            return {**info, **claim, "reattached": False, "log": str(log)}
-        time.sleep(0.05)
-    proc.kill()
-    raise AgentError(f"the runtime did not start within {START_DEADLINE:.0f} s (see {log})")
-
-
-def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Re-attach to the profile's runtime (same token store, same kernels) or start it."""
-    profile = request.get("profile", "default")
-    with profile_lock(profile):
-        workspace = sync_workspace(request)
-        info = runtime_for(profile)
-        if request.get("image"):  # Colab's image in a container, not `serve` (container.py)
-            return {**container.ensure(request, info), **workspace}
-        if info is None and container.running_for(profile):
-            raise AgentError(f"profile {profile!r} runs a container here; stop it first")
-        if info is not None:
-            conflict = gateway_launch.mismatch(info, request, profile)
-            if conflict:
-                raise AgentError(conflict)
-            claim = register_token(info["token_file"], request)
-            return {**info, **claim, **workspace, "reattached": True, "log": str(log_path(profile))}
-        return {**start_runtime(profile, request), **workspace}
-
-
-def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Clone or update the requested git repository in the workdir (before the runtime)."""
-    spec = request.get("git")
-    if not spec:
-        return {}
-    workdir = request.get("workdir")
-    if not workdir:
-        url, _ = split_git_spec(spec)
-        name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "workspace"
-        workdir = os.path.join("~", name)
-        request["workdir"] = workdir
-    try:
-        return sync_repository(server_path(workdir), spec, request.get("git_token"))
-    except WorkspaceError as e:
-        raise AgentError(str(e)) from e
-
-
-def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Stop the profile's runtime and every kernel it started; leave no orphans."""
-    profile = request.get("profile", "default")
-    with profile_lock(profile):
-        removed = container.stop(request)  # a profile runs a container or `serve`, not both
-        if removed:
-            return removed
-        info = runtime_for(profile)
-        if info is None:
-            return {"stopped": False}
-        pid = int(info["pid"])
-        try:
-            server = psutil.Process(pid)
-            # Kernels run in sessions of their own: note them now to reap them after.
-            family = [server, *server.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return {"stopped": False}
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(family, timeout=STOP_DEADLINE)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
-        with contextlib.suppress(FileNotFoundError):
-            (Path(jupyter_runtime_dir()) / f"colabremote-{pid}.json").unlink()
-        return {"stopped": True, "pid": pid, "processes": len(family)}
-
-
-def status(request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """The runtimes running for this user (all profiles)."""
-    return {"runtimes": running_servers(), "containers": container.status(request)}
-
-
-def info(request: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Version and interpreter, so the companion can check compatibility."""
-    return {"version": __version__, "python": sys.version.split()[0], "executable": sys.executable}
-
-
-ACTIONS: dict[str, t.Callable[[dict[str, t.Any]], dict[str, t.Any]]] = {
-    "info": info,
-    "ensure": ensure,
-    "stop": stop,
-    "status": status,
-    "container-doctor": container.doctor,
-}
+from ..protocol.errors import ColabRemoteError, ExitCode
+from ..protocol.messages import failure_line, success_line
+from ..tokens import TokenError
+from .actions import ACTIONS
 
 
 def main(argv: list[str]) -> int:
     """Run one action; always answer one JSON line, exit 0 on success and 1 on failure."""
     if len(argv) != 1 or argv[0] not in ACTIONS:
-        print(json.dumps({"ok": False, "error": f"usage: remote {{{','.join(ACTIONS)}}}"}))
-        return 2
+        print(failure_line(f"usage: remote {{{','.join(ACTIONS)}}}", ExitCode.USAGE))
+        return ExitCode.USAGE
     try:
         raw = sys.stdin.readline() if not sys.stdin.isatty() else ""
         request = json.loads(raw) if raw.strip() else {}
         result = ACTIONS[argv[0]](request)
-    except container.ContainerError as e:  # the companion exits with its code
-        print(json.dumps({"ok": False, "error": str(e), "exit_code": e.exit_code}), flush=True)
-        return 1
-    except (AgentError, TokenError, OSError, ValueError) as e:
-        print(json.dumps({"ok": False, "error": str(e)}), flush=True)
-        return 1
-    print(json.dumps({"ok": True, **result}), flush=True)
-    return 0
+    except ColabRemoteError as e:  # the companion exits with its code
+        print(failure_line(str(e), e.exit_code), flush=True)
+        return ExitCode.ERROR
+    except (TokenError, OSError, ValueError) as e:
+        print(failure_line(str(e)), flush=True)
+        return ExitCode.ERROR
+    print(success_line(result), flush=True)
+    return ExitCode.OK

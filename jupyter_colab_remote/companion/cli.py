@@ -12,23 +12,16 @@ import typing as t
 
 import psutil
 
+from ..protocol.errors import ExitCode
 from . import profiles, state
+from .agents import LocalAgent, RemoteAgent
+from .browser import open_colab
+from .env_file import git_token_from_environment, parse_env_file
 from .errors import CompanionError
 from .gateway import check_gateway_url, gateway_token_from_environment
 from .install import check_wheelhouse
-from .remote import RemoteAgent
-from .session import (
-    INTERPRETER_OPTIONS,
-    REMEMBERED,
-    Session,
-    StartOptions,
-    colab_url,
-    git_token_from_environment,
-    interpreter,
-    open_colab,
-    parse_env_file,
-    start_local,
-)
+from .options import INTERPRETER_OPTIONS, REMEMBERED, StartOptions, interpreter
+from .session import Session, colab_url
 from .ssh_connect import ConnectOptions, connect
 from .ssh_target import resolve
 from .ui import UI
@@ -40,7 +33,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> t.NoReturn:
         """Raise the mistake as a one-line error."""
-        raise CompanionError(f"{message} (see: {self.prog} --help)", exit_code=2)
+        raise CompanionError(f"{message} (see: {self.prog} --help)", exit_code=ExitCode.USAGE)
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
@@ -243,9 +236,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         give_up_after=args.give_up_after,
     )
     ui = UI()
-    if not opts.host:
-        _check_local_port(opts)
-        record = start_local(opts, ui)
+    if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
+        record = Session(opts, ui).start()
         _print_record(record, opts.json)
         if opts.open_browser:
             open_colab(ui)
@@ -288,21 +280,8 @@ def closed_message(host: str, profile: str) -> str:
 def _local_file(path: str, option: str) -> str:
     """A local file an option names, or a one-line usage error."""
     if not os.path.isfile(path):
-        raise CompanionError(f"{option} {path}: no such file", exit_code=2)
+        raise CompanionError(f"{option} {path}: no such file", exit_code=ExitCode.USAGE)
     return path
-
-
-def _check_local_port(opts: StartOptions) -> None:
-    """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
-    unless this profile's runtime is already running (it is re-attached, whatever its port)."""
-    from ..agent import container
-    from ..agent.main import runtime_for
-    from .forwarder import bind_local
-
-    if runtime_for(opts.profile) is None and not (
-        opts.image and container.running_for(opts.profile)
-    ):
-        bind_local(opts.port).close()
 
 
 def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
@@ -391,9 +370,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 exit_code=e.exit_code,
             ) from e
     else:
-        from ..agent import main as remote_agent
-
-        result = remote_agent.stop({"profile": args.profile})
+        result = LocalAgent().call("stop", {"profile": args.profile})
     tunnel = _stop_companion(record)
     if record:
         state.update(key, args.profile, stopped=not args.tunnel_only, companion_pid=None)

@@ -6,13 +6,13 @@ import argparse
 import socket
 import typing as t
 
-from ..agent import container
+from ..protocol.errors import ExitCode
 from . import state
+from .agents import RemoteAgent
 from .errors import AuthError, CompanionError, ConnectError, HostKeyError
 from .forwarder import Forwarder, Link
 from .kernel_check import verify_kernel
-from .remote import RemoteAgent
-from .session import interpreter
+from .options import interpreter
 from .ssh_connect import ConnectOptions, SSHConnection, connect, flatten_hops
 from .ssh_target import SSHTarget, resolve
 from .verify import url_problem, verify_chain
@@ -105,7 +105,7 @@ def run_doctor(args: argparse.Namespace) -> int:
                 c.ok, c.detail = item["ok"], item["detail"]
                 c.fix = item["fix"].replace(" HOST", f" {args.host}")
                 if not c.ok:
-                    c.exit_code = container.EXIT_CODE
+                    c.exit_code = ExitCode.CONTAINER
                     return _report(checks)
             remote_port = record.get("remote_port")
         else:
