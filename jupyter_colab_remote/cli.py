@@ -7,6 +7,7 @@ import typing as t
 
 from . import __version__
 from .errors import CLIError, StartError
+from .protocol.errors import ExitCode
 
 USAGE = """usage: jupyter colabremote COMMAND [options]
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
-        return 0 if args else 2
+        return ExitCode.OK if args else ExitCode.USAGE
     if args[0] == "--version":
         print(__version__)
         return 0
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return command(args[1:])
     except (CLIError, TokenError, StartError) as e:
         print(f"jupyter colabremote: error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except CompanionError as e:
         print(f"jupyter colabremote: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -4,7 +4,6 @@ detached), `stop` and `status` (their records: protocol/messages.py)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hmac
 import json
 import os
@@ -20,6 +19,7 @@ import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 
 from .. import __version__
+from ..files import locked
 from ..protocol.errors import ColabRemoteError
 from ..protocol.messages import (
     EnsureAnswer,
@@ -57,14 +57,8 @@ def runtime_for(profile: str) -> dict[str, t.Any] | None:
 @contextlib.contextmanager
 def profile_lock(profile: str) -> Iterator[None]:
     """Serialize ensure/stop for one profile (two companions starting at once)."""
-    rdir = Path(jupyter_runtime_dir())
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(rdir / f"colabremote-{profile}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(Path(jupyter_runtime_dir()) / f"colabremote-{profile}.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def log_path(profile: str) -> Path:
