@@ -15,9 +15,9 @@ except ImportError:  # a checkout not built yet: the same file, read directly
 
 def _jupyter_server_extension_points() -> list[dict[str, object]]:
     """Tell jupyter_server where the extension lives."""
-    from .server.app import ColabRemoteApp
+    from .extension.app import ColabRemoteApp
 
-    return [{"module": "jupyter_colab_remote.server.app", "app": ColabRemoteApp}]
+    return [{"module": "jupyter_colab_remote.extension.app", "app": ColabRemoteApp}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

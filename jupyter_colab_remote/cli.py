@@ -8,6 +8,7 @@ import typing as t
 
 from . import __version__
 from .errors import CLIError, StartError
+from .protocol.errors import ExitCode
 
 USAGE = """usage: jupyter colabremote COMMAND [options]
 
@@ -40,7 +41,7 @@ def token_main(argv: list[str]) -> int:
 
 def serve_main(argv: list[str]) -> int:
     """The `serve` subcommand: jupyter_server with the extension as the starter app."""
-    from .server.app import ColabRemoteApp
+    from .extension.app import ColabRemoteApp
 
     ColabRemoteApp.launch_instance(argv)
     return 0
@@ -48,7 +49,7 @@ def serve_main(argv: list[str]) -> int:
 
 def remote_main(argv: list[str]) -> int:
     """The `remote` subcommand: the companion's agent on the remote host (internal)."""
-    from .server.remote_agent import main as agent_main
+    from .agent.main import main as agent_main
 
     return agent_main(argv)
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
-        return 0 if args else 2
+        return ExitCode.OK if args else ExitCode.USAGE
     if args[0] == "--version":
         print(__version__)
         return 0
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return command(args[1:])
     except (CLIError, TokenError, StartError) as e:
         print(f"jupyter colabremote: error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except CompanionError as e:
         print(f"jupyter colabremote: error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code

@@ -7,7 +7,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from .server.runtime_file import running_servers
+from .protocol.runtime_file import running_servers
 from .tokens import TokenStore, default_token_file
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
+
+from .files import locked, write_private_json
 
 #: 32 random bytes: 256 bits, as the issue asks; hex keeps it URL-safe.
 TOKEN_BYTES = 32
@@ -105,17 +104,8 @@ class TokenStore:
         self._last_flush = time.monotonic()
 
     # -- file handling -------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.path.with_name(self.path.name + ".lock"))
 
     def _read_file(self) -> dict[str, TokenRecord]:
         try:
@@ -135,19 +125,7 @@ class TokenStore:
             "version": STORE_VERSION,
             "tokens": [dataclasses.asdict(r) for r in records.values()],
         }
-        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
-        try:
-            # mkstemp creates 0600 already; chmod again in case of an odd umask policy.
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private_json(self.path, data)
         self._load(records)
 
     def _load(self, records: dict[str, TokenRecord]) -> None:

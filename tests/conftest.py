@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_colab_remote.server.app import COLAB_SERVER_CONFIG
+from jupyter_colab_remote.extension.app import COLAB_SERVER_CONFIG
 from jupyter_colab_remote.tokens import TokenStore
 
 pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.harness.fixtures"]

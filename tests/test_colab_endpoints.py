@@ -10,7 +10,7 @@ import time
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_colab_remote.server.resources import gpu_stats, parse_nvidia_smi
+from jupyter_colab_remote.extension.resources import gpu_stats, parse_nvidia_smi
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
 pytestmark = pytest.mark.server

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jupyter_colab_remote.server import container
+from jupyter_colab_remote.agent import container
 from tests.harness.companion import (
     api,
     cli_argv,

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jupyter_colab_remote.server import gateway_launch
+from jupyter_colab_remote.agent import gateway_launch
 from tests.harness.enterprise_gateway import (
     EnterpriseGateway,
     enterprise_gateway,

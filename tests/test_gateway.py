@@ -22,9 +22,9 @@ import psutil
 import pytest
 from tornado.websocket import websocket_connect
 
+from jupyter_colab_remote.agent import gateway_launch
 from jupyter_colab_remote.companion.errors import CompanionError
 from jupyter_colab_remote.companion.gateway import check_gateway_url, gateway_warning
-from jupyter_colab_remote.server import gateway_launch
 from tests.harness.companion import (
     api,
     companion,

@@ -24,7 +24,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketHandler, websocket_connect
 
-from jupyter_colab_remote.server import http_over_ws
+from jupyter_colab_remote.extension import http_over_ws
 from tests.harness.runtime_api import COLAB_ORIGIN
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.

@@ -11,7 +11,7 @@ import pytest
 from jupyter_client.connect import LocalPortCache
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 
-from jupyter_colab_remote.server.kernel_ports import PORT_NAMES, ColabKernelManager
+from jupyter_colab_remote.extension.kernel_ports import PORT_NAMES, ColabKernelManager
 
 # server: also run at the lowest dependency versions (tests/run.sh).
 pytestmark = [pytest.mark.timeout(120), pytest.mark.server]
@@ -100,4 +100,5 @@ def test_stock_kernel_manager_keeps_the_taken_port(tmp_path):
 def test_runtime_uses_it_for_local_kernels(jp_serverapp, colab_app):
     """Under the runtime's settings (the conftest's serve-like config)."""
     km = jp_serverapp.kernel_manager
-    assert km.kernel_manager_class == "jupyter_colab_remote.server.kernel_ports.ColabKernelManager"
+    expected = "jupyter_colab_remote.extension.kernel_ports.ColabKernelManager"
+    assert km.kernel_manager_class == expected

@@ -15,7 +15,7 @@ from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
 from tornado.httpclient import HTTPClientError
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from jupyter_colab_remote.server.gateway_launch import GATEWAY_TOKEN_ENV
+from jupyter_colab_remote.protocol.gateway import GATEWAY_TOKEN_ENV
 from tests.harness.kernel_client import execute
 from tests.harness.runtime_api import COLAB_ORIGIN
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from jupyter_colab_remote.server.log_scrub import install, scrub
+from jupyter_colab_remote.extension.log_scrub import install, scrub
 
 TOKEN = "ab" * 32
 

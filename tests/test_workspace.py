@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from jupyter_colab_remote.server.workspace import (
+from jupyter_colab_remote.agent.workspace import (
     WorkspaceError,
     git_env,
     split_git_spec,

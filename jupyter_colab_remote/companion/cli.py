@@ -13,23 +13,24 @@ import typing as t
 
 import psutil
 
+from ..protocol.errors import ExitCode
 from . import profiles, state
+from .agents import LocalAgent, RemoteAgent
+from .browser import open_colab
+from .env_file import git_token_from_environment, parse_env_file
 from .errors import CompanionError
 from .gateway import check_gateway_url, gateway_token_from_environment
 from .install import check_wheelhouse
-from .remote import RemoteAgent
-from .session import (
+from .options import (
     INTERPRETER_OPTIONS,
     REMEMBERED,
-    Session,
     StartOptions,
-    colab_url,
-    git_token_from_environment,
+    add_options,
+    apply_defaults,
+    cli_fields,
     interpreter,
-    open_colab,
-    parse_env_file,
-    start_local,
 )
+from .session import Session, colab_url
 from .ssh_connect import ConnectOptions, connect
 from .ssh_target import resolve
 from .ui import UI
@@ -41,40 +42,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> t.NoReturn:
         """Raise the mistake as a one-line error."""
-        raise CompanionError(f"{message} (see: {self.prog} --help)", exit_code=2)
+        raise CompanionError(f"{message} (see: {self.prog} --help)", exit_code=ExitCode.USAGE)
 
 
 def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that talks to a host."""
-    p.add_argument(
-        "--profile",
-        help="runtime name on the host (default: the profile's name, else 'default')",
-    )
-    p.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        default=None,
-        help="trust an unknown SSH host key and save it to known_hosts (trust on first use)",
-    )
-    g = p.add_argument_group("remote interpreter (default: the --install venv, else python3)")
-    g.add_argument("--remote-python", metavar="PATH", help="python executable on the host")
-    g.add_argument("--remote-venv", metavar="DIR", help="virtual environment on the host")
-    g.add_argument("--remote-conda", metavar="ENV", help="conda/mamba environment name")
-    g.add_argument("--remote-uv", action="store_true", default=None, help="run through `uv run`")
+    add_options(p, "connection")
 
 
 def add_container_arguments(p: argparse.ArgumentParser) -> None:
     """`--image` and its options: Colab's runtime image in a container on the host."""
-    g = p.add_argument_group("container (instead of the native runtime)")
-    g.add_argument(
-        "--image",
-        help="run this container image on the host, e.g. "
-        "us-docker.pkg.dev/colab-images/public/runtime (pulled if missing)",
-    )
-    g.add_argument("--gpus", metavar="all|0,1", help="GPUs to pass into the container")
-    g.add_argument(
-        "--engine", choices=("docker", "podman"), help="default: podman or docker on the host"
-    )
+    add_options(p, "container")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,55 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("start", help="connect a host (or this machine) as a Colab runtime")
-    p.add_argument(
-        "host", nargs="?", help="a profile name, [user@]host[:port] or a ~/.ssh/config alias"
-    )
-    p.add_argument("--port", type=int, help="local port for Colab (default 9000)")
-    add_connection_arguments(p)
-    p.add_argument(
-        "--install",
-        action="store_true",
-        default=None,
-        help="install this version of jupyter-colab-remote on the host if missing (into "
-        "--remote-venv/--remote-python's venv, else a private venv)",
-    )
-    p.add_argument(
-        "--wheel", help="with --install: upload this wheel of the package instead of this one's"
-    )
-    p.add_argument(
-        "--wheelhouse",
-        metavar="DIR",
-        help="with --install: upload the *.whl in DIR for the host's pip (a host without an "
-        "index); `start --install` says how to fill it",
-    )
-    p.add_argument("--workdir", help="directory on the host that becomes the runtime's root")
-    p.add_argument("--env-file", help="KEY=VALUE file: variables for the runtime's kernels")
-    p.add_argument(
-        "--git",
-        metavar="URL[#BRANCH]",
-        help="clone this repository into --workdir (default ~/NAME) or update it on re-attach; "
-        "a token is taken from GIT_TOKEN/GITHUB_TOKEN/GH_TOKEN or ./.env",
-    )
-    p.add_argument(
-        "--gateway-url",
-        metavar="URL",
-        help="run kernels on this Jupyter Kernel/Enterprise Gateway (as the host reaches it); "
-        "its token is taken from COLABREMOTE_GATEWAY_TOKEN/JUPYTER_GATEWAY_AUTH_TOKEN or ./.env",
-    )
-    add_container_arguments(p)
-    p.add_argument("--json", action="store_true", help="print a JSON record instead of the URL")
-    p.add_argument("--open", action="store_true", help="open Colab in the browser")
-    p.add_argument(
-        "--stop-on-exit",
-        action="store_true",
-        help="stop the remote runtime and its kernels when this command exits",
-    )
-    p.add_argument(
-        "--give-up-after",
-        type=float,
-        metavar="SECONDS",
-        help="stop retrying after this long without a connection (default a day)",
-    )
+    add_options(p)
 
     p = sub.add_parser("stop", help="stop a runtime, its kernels and its tunnel")
     p.add_argument("host", nargs="?", help="[user@]host[:port]; none: this machine's runtime")
@@ -160,15 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Profile names name files on both machines (logs, locks, records): keep them plain.
 PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
-#: Built-in values for options neither the command line nor a profile set.
-BUILTIN_DEFAULTS: dict[str, t.Any] = {
-    "port": 9000,
-    "give_up_after": 24 * 3600.0,
-    "accept_new_host_key": False,
-    "remote_uv": False,
-    "install": False,
-}
 
 
 def apply_profile(args: argparse.Namespace) -> None:
@@ -208,48 +129,25 @@ def apply_remembered(args: argparse.Namespace) -> dict[str, t.Any] | None:
     return record
 
 
-def apply_defaults(args: argparse.Namespace) -> None:
-    """Built-in values for options neither the command line, a profile nor a record set."""
-    for key, value in BUILTIN_DEFAULTS.items():
-        if hasattr(args, key) and getattr(args, key) is None:
-            setattr(args, key, value)
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     """`start`: print the URL once verified, then keep the tunnel up until Ctrl-C."""
     if not 0 < args.port < 65536:
         raise CompanionError(f"invalid --port {args.port}")
-    opts = StartOptions(
-        host=args.host,
-        port=args.port,
-        profile=args.profile,
-        accept_new_host_key=args.accept_new_host_key,
-        remote_python=args.remote_python,
-        remote_venv=args.remote_venv,
-        remote_conda=args.remote_conda,
-        remote_uv=args.remote_uv,
-        remote_prefix=getattr(args, "remote_prefix", None),
-        install=args.install,
-        wheel=_local_file(args.wheel, "--wheel") if args.wheel else None,
-        wheelhouse=check_wheelhouse(args.wheelhouse) if args.wheelhouse else None,
-        workdir=args.workdir,
-        env=parse_env_file(args.env_file) if args.env_file else {},
-        git=args.git,
-        git_token=git_token_from_environment() if args.git else None,
-        gateway_url=check_gateway_url(args.gateway_url) if args.gateway_url else None,
-        gateway_token=gateway_token_from_environment() if args.gateway_url else None,
-        image=args.image,
-        gpus=args.gpus,
-        engine=args.engine,
-        json=args.json,
-        open_browser=args.open,
-        stop_on_exit=args.stop_on_exit,
-        give_up_after=args.give_up_after,
-    )
+    # Everything as given, then what the options name: files checked, secrets looked up.
+    given = {f.name: getattr(args, f.name) for f in cli_fields()}
+    opts = StartOptions(**given, remote_prefix=getattr(args, "remote_prefix", None))
+    if opts.wheel:
+        opts.wheel = _local_file(opts.wheel, "--wheel")
+    if opts.wheelhouse:
+        opts.wheelhouse = check_wheelhouse(opts.wheelhouse)
+    opts.env = parse_env_file(opts.env_file) if opts.env_file else {}
+    opts.git_token = git_token_from_environment() if opts.git else None
+    if opts.gateway_url:
+        opts.gateway_url = check_gateway_url(opts.gateway_url)
+        opts.gateway_token = gateway_token_from_environment()
     ui = UI()
-    if not opts.host:
-        _check_local_port(opts)
-        record = start_local(opts, ui)
+    if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
+        record = Session(opts, ui).start()
         _print_record(record, opts.json)
         if opts.open_browser:
             open_colab(ui)
@@ -292,21 +190,8 @@ def closed_message(host: str, profile: str) -> str:
 def _local_file(path: str, option: str) -> str:
     """A local file an option names, or a one-line usage error."""
     if not os.path.isfile(path):
-        raise CompanionError(f"{option} {path}: no such file", exit_code=2)
+        raise CompanionError(f"{option} {path}: no such file", exit_code=ExitCode.USAGE)
     return path
-
-
-def _check_local_port(opts: StartOptions) -> None:
-    """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
-    unless this profile's runtime is already running (it is re-attached, whatever its port)."""
-    from ..server import container
-    from ..server.remote_agent import runtime_for
-    from .forwarder import bind_local
-
-    if runtime_for(opts.profile) is None and not (
-        opts.image and container.running_for(opts.profile)
-    ):
-        bind_local(opts.port).close()
 
 
 def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
@@ -395,9 +280,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 exit_code=e.exit_code,
             ) from e
     else:
-        from ..server import remote_agent
-
-        result = remote_agent.stop({"profile": args.profile})
+        result = LocalAgent().call("stop", {"profile": args.profile})
     tunnel = _stop_companion(record)
     if record:
         state.update(key, args.profile, stopped=not args.tunnel_only, companion_pid=None)

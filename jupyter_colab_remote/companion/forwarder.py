@@ -14,6 +14,7 @@ import typing as t
 import paramiko
 import psutil
 
+from ..protocol.errors import ExitCode
 from .errors import CompanionError
 
 #: 256 KiB reads: 10x less CPU than paramiko's demo (1 KiB), measured here.
@@ -48,7 +49,7 @@ def bind_local(port: int, host: str = "127.0.0.1") -> socket.socket:
             raise CompanionError(
                 f"local port {port} is already in use{port_owner(port)}; pick another with "
                 "--port, or stop what uses it (jupyter colabremote stop HOST)",
-                exit_code=6,
+                exit_code=ExitCode.PORT_TAKEN,
             ) from e
         raise CompanionError(f"cannot listen on {host}:{port}: {e.strerror}") from e
     sock.listen(128)

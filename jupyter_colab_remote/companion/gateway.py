@@ -9,10 +9,11 @@ the runtime as JUPYTER_GATEWAY_AUTH_TOKEN in its environment, never on a command
 
 from __future__ import annotations
 
-import os
 import typing as t
 import urllib.parse
 
+from ..protocol.errors import ExitCode
+from .env_file import secret_from_environment
 from .errors import CompanionError
 
 #: Where the gateway token is looked for: these variables, in the environment or ./.env.
@@ -24,32 +25,23 @@ def check_gateway_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CompanionError(
-            f"--gateway-url must be an http:// or https:// URL, not {url!r}", exit_code=2
+            f"--gateway-url must be an http:// or https:// URL, not {url!r}",
+            exit_code=ExitCode.USAGE,
         )
     if parts.username or parts.password:
         raise CompanionError(
             "--gateway-url must not contain credentials (they would show on the host's "
             f"command line); put the token in {GATEWAY_TOKEN_VARIABLES[0]} instead",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         )
     if parts.query or parts.fragment:
-        raise CompanionError("--gateway-url takes no query or fragment", exit_code=2)
+        raise CompanionError("--gateway-url takes no query or fragment", exit_code=ExitCode.USAGE)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def gateway_token_from_environment(env_file: str = ".env") -> str | None:
     """The gateway token from the local environment, else from a .env file (never printed)."""
-    for name in GATEWAY_TOKEN_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name]
-    if os.path.exists(env_file):
-        from .session import parse_env_file
-
-        values = parse_env_file(env_file)
-        for name in GATEWAY_TOKEN_VARIABLES:
-            if values.get(name):
-                return values[name]
-    return None
+    return secret_from_environment(GATEWAY_TOKEN_VARIABLES, env_file)
 
 
 def gateway_warning(status: dict[str, t.Any]) -> str | None:

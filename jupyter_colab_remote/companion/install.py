@@ -26,6 +26,7 @@ import typing as t
 from pathlib import Path
 
 from .. import __version__
+from ..protocol.errors import ExitCode
 from . import wheels
 from .errors import CompanionError
 from .remote import PRIVATE_VENV, describe_python, remote_path, sh_join, venv_python
@@ -145,7 +146,7 @@ class Installer:
             raise CompanionError(
                 f"cannot run {describe_python(python)} on {self.host}: {last}; "
                 "choose an interpreter with --remote-python",
-                exit_code=7,
+                exit_code=ExitCode.PACKAGE,
             ) from None
         version = tuple(int(x) for x in info["version"].split("."))
         if version < MIN_PYTHON:
@@ -153,7 +154,7 @@ class Installer:
                 f"{describe_python(python)} on {self.host} is Python {info['version']}; "
                 f"jupyter-colab-remote needs {'.'.join(map(str, MIN_PYTHON))}+ "
                 "(choose one with --remote-python)",
-                exit_code=7,
+                exit_code=ExitCode.PACKAGE,
             )
         return info
 
@@ -166,7 +167,7 @@ class Installer:
             raise CompanionError(
                 f"{describe_python(python)} on {self.host} has no pip, and this machine has none "
                 f"to upload ({e}); install python3-venv there",
-                exit_code=7,
+                exit_code=ExitCode.PACKAGE,
             ) from e
         remote = f"{self._upload_dir('pip')}/{pip.name}"
         self._put(pip, remote)
@@ -227,7 +228,7 @@ class Installer:
             f"cannot get {name} (no package index there, or none with a matching version). "
             f"Fetch the dependencies on a machine with internet access with `{shlex.join(argv)}` "
             f"and rerun with --wheelhouse {folder}",
-            exit_code=7,
+            exit_code=ExitCode.PACKAGE,
         )
 
     # -- running and uploading -------------------------------------------------------------------
@@ -242,7 +243,7 @@ class Installer:
         last = (errors or lines or [f"exit code {rc}"])[-1]
         return CompanionError(
             f"installing jupyter-colab-remote {__version__} on {self.host} failed: {last}",
-            exit_code=7,
+            exit_code=ExitCode.PACKAGE,
         )
 
     def _sftp_client(self) -> t.Any:
@@ -277,7 +278,7 @@ class Installer:
     def _upload_own(self, wheel: Path) -> str:
         """Upload a wheel of the package; the pip requirement that installs it with its extra."""
         if not wheel.is_file():
-            raise CompanionError(f"--wheel {wheel}: no such file", exit_code=2)
+            raise CompanionError(f"--wheel {wheel}: no such file", exit_code=ExitCode.USAGE)
         remote = f"{self._upload_dir('wheels')}/{wheel.name}"
         self._put(wheel, remote)
         return f"{remote}[{EXTRA}]"
@@ -295,9 +296,9 @@ class Installer:
 def check_wheelhouse(path: str) -> str:
     """A local --wheelhouse folder holding wheels, or a one-line usage error."""
     if not os.path.isdir(path):
-        raise CompanionError(f"--wheelhouse {path}: not a directory", exit_code=2)
+        raise CompanionError(f"--wheelhouse {path}: not a directory", exit_code=ExitCode.USAGE)
     if not any(Path(path).glob("*.whl")):
-        raise CompanionError(f"--wheelhouse {path}: no *.whl files in it", exit_code=2)
+        raise CompanionError(f"--wheelhouse {path}: no *.whl files in it", exit_code=ExitCode.USAGE)
     return path
 
 

@@ -10,12 +10,13 @@ import uuid
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from ..protocol.errors import ExitCode
 from .errors import CompanionError
 from .terminal_text import printable
 from .verify import request
 
 #: Exit code for a runtime that cannot run Python (like a missing remote package).
-NO_KERNEL_EXIT = 7
+NO_KERNEL_EXIT = ExitCode.PACKAGE
 #: A cold kernel start on a loaded server takes a few seconds; leave room.
 KERNEL_TIMEOUT = 60.0
 

@@ -25,14 +25,9 @@ from traitlets.config import Config, Configurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
 from .errors import CompanionError
+from .options import PROFILE_KEYS
 
 CONFIG_BASENAME = "jupyter_colabremote_config"
-#: Keys a profile may set, all of them `start` options of the same name.
-PROFILE_KEYS = {
-    "host", "port", "remote_python", "remote_venv", "remote_conda", "remote_uv",
-    "workdir", "env_file", "git", "accept_new_host_key", "install", "wheel", "wheelhouse",
-    "give_up_after", "gateway_url", "image", "gpus", "engine",
-}  # fmt: skip
 
 
 class ColabRemoteCompanion(Configurable):
@@ -42,9 +37,7 @@ class ColabRemoteCompanion(Configurable):
         value_trait=Dict(),
         config=True,
         help="Named connections: {'gpu-box': {'host': 'me@host', 'port': 9001, ...}}; keys are "
-        "start's options (host, port, remote_python, remote_venv, remote_conda, remote_uv, "
-        "workdir, env_file, accept_new_host_key, install, wheel, wheelhouse, give_up_after, "
-        "gateway_url, image, gpus, engine).",
+        f"start's options ({', '.join(PROFILE_KEYS)}).",
     )
     default_profile = Unicode(
         "", config=True, help="Profile used by `start` when no host is given (empty: none)."
@@ -80,7 +73,7 @@ def lookup(name: str | None, settings: ColabRemoteCompanion | None = None) -> di
     if not name or name not in settings.profiles:
         return {}
     profile = dict(settings.profiles[name])
-    unknown = set(profile) - PROFILE_KEYS
+    unknown = set(profile) - set(PROFILE_KEYS)
     if unknown:
         raise CompanionError(
             f"profile {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(PROFILE_KEYS)}"

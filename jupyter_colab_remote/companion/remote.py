@@ -1,17 +1,9 @@
-"""Talk to the remote agent (`python -m jupyter_colab_remote remote ACTION`) over SSH."""
+"""The server's shell and interpreter: quoting, home-relative paths, the interpreter argv."""
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-import typing as t
-
-from .. import __version__
-from ..server.container import PROGRESS_PREFIX
-from .errors import CompanionError
-from .ssh_connect import SSHConnection
-from .terminal_text import printable, printable_tree
 
 #: Where `--install` puts a private environment on the remote host.
 PRIVATE_VENV = "~/.local/share/jupyter-colab-remote/venv"
@@ -78,76 +70,3 @@ def python_command(
 def describe_python(prefix: list[str]) -> str:
     """A readable name for the interpreter, for messages."""
     return "python3" if prefix[:2] == ["sh", "-c"] else " ".join(prefix)
-
-
-def compatible(remote_version: str, local_version: str = __version__) -> bool:
-    """Same major.minor: the agent protocol and the runtime file format match."""
-    return remote_version.split(".")[:2] == local_version.split(".")[:2]
-
-
-class RemoteAgent:
-    """Runs agent actions on the remote host; secrets go in the stdin JSON only."""
-
-    def __init__(self, conn: SSHConnection, prefix: list[str]) -> None:
-        self.conn = conn
-        self.prefix = prefix
-
-    def call(
-        self,
-        action: str,
-        request: dict[str, t.Any] | None = None,
-        progress: t.Callable[[str], None] | None = None,
-        timeout: float = 90.0,
-    ) -> dict[str, t.Any]:
-        """Run one action and return its JSON answer, or raise a one-line error.
-
-        `progress` receives the agent's progress lines (e.g. an image pull) as they come.
-        """
-        argv = [*self.prefix, "-m", "jupyter_colab_remote", "remote", action]
-        command = sh_join(argv)
-        payload = (json.dumps(request or {}) + "\n").encode()
-
-        def on_stderr(line: str) -> None:
-            if progress is not None and line.startswith(PROGRESS_PREFIX):
-                progress(printable(line[len(PROGRESS_PREFIX) :]))
-
-        rc, out, err = self.conn.run(command, payload, timeout=timeout, on_stderr_line=on_stderr)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if lines:
-            try:
-                answer = printable_tree(json.loads(lines[-1]))
-            except ValueError:
-                answer = None
-            if isinstance(answer, dict):
-                if not answer.get("ok"):
-                    raise CompanionError(
-                        f"on {self.conn.target.alias}: {answer.get('error')}",
-                        exit_code=answer.get("exit_code"),
-                    )
-                return answer
-        where = f"{describe_python(self.prefix)} on {self.conn.target.alias}"
-        if "No module named jupyter_colab_remote" in err or "No module named" in err:
-            raise CompanionError(
-                f"jupyter-colab-remote is not installed for {where}; rerun with --install "
-                "(private venv on the remote) or choose an interpreter with --remote-python",
-                exit_code=7,
-            )
-        if rc == 127:
-            raise CompanionError(
-                f"{describe_python(self.prefix)} not found on "
-                f"{self.conn.target.alias}; set --remote-python",
-                exit_code=7,
-            )
-        last = printable((err.strip().splitlines() or ["no output"])[-1])
-        raise CompanionError(f"remote command failed on {self.conn.target.alias} ({rc}): {last}")
-
-    def check_version(self) -> dict[str, t.Any]:
-        """`info`, refusing an incompatible remote package."""
-        info = self.call("info")
-        if not compatible(info["version"]):
-            raise CompanionError(
-                f"{self.conn.target.alias} has jupyter-colab-remote {info['version']}, this "
-                f"machine {__version__}; rerun with --install to install a matching version",
-                exit_code=7,
-            )
-        return info

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import os
 import select
 import socket
@@ -33,12 +31,6 @@ class ConnectOptions:
     timeout: float = 10.0
     keepalive_seconds: int = 1
     prompter: Prompter = dataclasses.field(default_factory=Prompter)
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's SHA256 fingerprint of a key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -218,14 +210,14 @@ def _check_host_key(hop: SSHTarget, transport: paramiko.Transport, options: Conn
     name = hop.known_hosts_name
     if any(r == key for r in revoked):
         raise HostKeyError(
-            f"the host key of {name} ({key.get_name()} {fingerprint(key)}) is marked @revoked "
+            f"the host key of {name} ({key.get_name()} {key.fingerprint}) is marked @revoked "
             "in known_hosts; refusing to connect"
         )
     if key.get_name() in known:
         if known[key.get_name()] == key:
             return
         raise HostKeyError(
-            f"HOST KEY CHANGED for {name}: it now presents {key.get_name()} {fingerprint(key)}, "
+            f"HOST KEY CHANGED for {name}: it now presents {key.get_name()} {key.fingerprint}, "
             f"which differs from the one in known_hosts. This may be an attack (or a reinstall); "
             f"verify with the server's admin, then remove the old entry with: "
             f"ssh-keygen -R '{name}'"
@@ -233,11 +225,11 @@ def _check_host_key(hop: SSHTarget, transport: paramiko.Transport, options: Conn
     if known:
         raise HostKeyError(
             f"HOST KEY CHANGED for {name}: known_hosts has a {', '.join(known)} key but the "
-            f"server presented {key.get_name()} {fingerprint(key)}; refusing to connect"
+            f"server presented {key.get_name()} {key.fingerprint}; refusing to connect"
         )
     if not options.accept_new_host_key:
         raise HostKeyError(
-            f"unknown host key for {name}: {key.get_name()} {fingerprint(key)}. If that is the "
+            f"unknown host key for {name}: {key.get_name()} {key.fingerprint}. If that is the "
             "server's key, rerun with --accept-new-host-key to trust it and save it to "
             f"{hop.known_hosts_files[0]}"
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import typing as t
 from pathlib import Path
 
 import psutil
 from jupyter_core.paths import jupyter_data_dir
+
+from ..files import write_private_json
 
 
 def state_dir() -> Path:
@@ -42,14 +43,7 @@ def save(host: str, profile: str, record: dict[str, t.Any]) -> Path:
     on re-attach (the remote stores only its hash), like jupyter_server's own
     runtime files do.
     """
-    path = path_for(host, profile)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_private_json(path_for(host, profile), record)
 
 
 def update(host: str, profile: str, /, **changes: t.Any) -> dict[str, t.Any]:

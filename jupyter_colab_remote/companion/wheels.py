@@ -24,6 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..protocol.errors import ExitCode
 from .errors import CompanionError
 
 OWN_DISTRIBUTION = "jupyter-colab-remote"
@@ -53,7 +54,7 @@ def own_wheel(cache: Path | None = None) -> Path:
         raise CompanionError(
             f"the installed metadata says jupyter-colab-remote {dist.version} but the code is "
             f"{jupyter_colab_remote.__version__}; reinstall it here (pip install -e .)",
-            exit_code=7,
+            exit_code=ExitCode.PACKAGE,
         )
     if is_editable(dist):
         package = Path(jupyter_colab_remote.__file__).resolve().parent
@@ -67,12 +68,14 @@ def installed_wheel(name: str, cache: Path | None = None) -> Path:
     try:
         dist = md.distribution(name)
     except md.PackageNotFoundError:
-        raise CompanionError(f"{name} is not installed on this machine", exit_code=7) from None
+        raise CompanionError(
+            f"{name} is not installed on this machine", exit_code=ExitCode.PACKAGE
+        ) from None
     if is_editable(dist) or not dist.files:
         raise CompanionError(
             f"{name} is installed here without a file list (editable, or by the system's "
             "package manager): cannot repack it",
-            exit_code=7,
+            exit_code=ExitCode.PACKAGE,
         )
     entries = regular_entries(dist)
     wheel_file = dist.read_text("WHEEL")
@@ -176,7 +179,7 @@ def _load_toml(path: Path) -> dict:
             raise CompanionError(
                 "building a wheel from a development install needs Python 3.11+ (tomllib); "
                 "build one (pip wheel --no-deps .) and pass --wheel FILE",
-                exit_code=7,
+                exit_code=ExitCode.PACKAGE,
             ) from None
     with open(path, "rb") as f:
         return tomllib.load(f)
@@ -187,7 +190,7 @@ def editable_entries(dist: md.Distribution, root: Path) -> Entries:
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         raise CompanionError(
-            f"editable install without {pyproject}; pass --wheel FILE", exit_code=7
+            f"editable install without {pyproject}; pass --wheel FILE", exit_code=ExitCode.PACKAGE
         )
     target = _load_toml(pyproject)["tool"]["hatch"]["build"]["targets"]["wheel"]
     shared: dict[str, str] = target.get("shared-data", {})
@@ -211,7 +214,7 @@ def editable_entries(dist: md.Distribution, root: Path) -> Entries:
             raise CompanionError(
                 f"{path} is missing (pyproject.toml shared-data); build the checkout first "
                 "(pip install -e .)",
-                exit_code=7,
+                exit_code=ExitCode.PACKAGE,
             )
     return out
 

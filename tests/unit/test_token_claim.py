@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jupyter_colab_remote.server.remote_agent import AgentError, register_token
+from jupyter_colab_remote.agent.actions import AgentError, register_token
 from jupyter_colab_remote.tokens import TokenStore, new_secret
 
 #: The companion's saved secret and its fresh fallback (full-strength, as the store requires).

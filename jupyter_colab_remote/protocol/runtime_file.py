@@ -1,4 +1,8 @@
-"""The runtime file: how the CLI and the companion find a running server (no log scraping)."""
+"""The runtime file: how the agent and the CLI find a running server (no log scraping).
+
+The extension writes `colabremote-<pid>.json` (0600, atomically, never a token) into
+Jupyter's runtime directory once the server listens, and removes it on shutdown; the agent
+reads it to re-attach to a profile's runtime, `token` and `status` to find the servers."""
 
 from __future__ import annotations
 
@@ -12,9 +16,32 @@ from pathlib import Path
 import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 
+from ..files import write_private_json
+
 PREFIX = "colabremote-"
 #: How a runtime's command line names the program (`python -m ...` or the console script).
 PROGRAM_NAMES = ("jupyter_colab_remote", "jupyter-colabremote")
+
+
+class RuntimeInfo(t.TypedDict):
+    """One runtime file."""
+
+    pid: int
+    profile: str
+    version: str
+    ip: str
+    port: int
+    base_url: str
+    url: str
+    root_dir: str
+    token_file: str
+    #: When the server started (epoch seconds).
+    started: float
+    #: The process's start time and user: with `pid`, what proves the record is not stale.
+    create_time: float
+    uid: int
+    #: The kernel gateway (protocol.gateway.public_url form), or None for local kernels.
+    gateway_url: str | None
 
 
 def runtime_file_path(pid: int | None = None, runtime_dir: str | None = None) -> Path:
@@ -22,16 +49,9 @@ def runtime_file_path(pid: int | None = None, runtime_dir: str | None = None) ->
     return Path(runtime_dir or jupyter_runtime_dir()) / f"{PREFIX}{pid or os.getpid()}.json"
 
 
-def write_runtime_file(info: dict[str, t.Any], runtime_dir: str | None = None) -> Path:
+def write_runtime_file(info: RuntimeInfo, runtime_dir: str | None = None) -> Path:
     """Write this process's runtime record (mode 0600, atomically); it holds no token."""
-    path = runtime_file_path(runtime_dir=runtime_dir)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_private_json(runtime_file_path(runtime_dir=runtime_dir), info)
 
 
 def remove_runtime_file(runtime_dir: str | None = None) -> None:
@@ -40,12 +60,12 @@ def remove_runtime_file(runtime_dir: str | None = None) -> None:
         runtime_file_path(runtime_dir=runtime_dir).unlink()
 
 
-def running_servers(runtime_dir: str | None = None) -> list[dict[str, t.Any]]:
+def running_servers(runtime_dir: str | None = None) -> list[RuntimeInfo]:
     """Records of servers proven to be alive (see `proven`); stale files are removed."""
     return scan(runtime_dir)[0]
 
 
-def scan(runtime_dir: str | None = None) -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+def scan(runtime_dir: str | None = None) -> tuple[list[RuntimeInfo], list[RuntimeInfo]]:
     """(live records, stale records); the stale ones' files are removed.
 
     After a crash, an OOM kill or a reboot a file stays behind, and its pid may now be

@@ -12,23 +12,10 @@ JUPYTER_GATEWAY_* variables configure jupyter_server's gateway client itself.
 from __future__ import annotations
 
 import typing as t
-import urllib.parse
 
-#: The variable jupyter_server's GatewayClient reads the gateway token from.
-GATEWAY_TOKEN_ENV = "JUPYTER_GATEWAY_AUTH_TOKEN"
+from ..protocol.gateway import GATEWAY_TOKEN_ENV, public_url
 
-
-def public_url(url: str | None) -> str | None:
-    """A gateway URL as shown and compared: no user:password, query or trailing slash."""
-    if not url:
-        return None
-    parts = urllib.parse.urlsplit(url.strip())
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+__all__ = ["GATEWAY_TOKEN_ENV", "mismatch", "public_url", "serve_args", "serve_env"]
 
 
 def serve_args(request: dict[str, t.Any]) -> list[str]:

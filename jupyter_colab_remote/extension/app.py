@@ -15,6 +15,7 @@ from traitlets import Bool, Integer, List, Unicode, default
 
 from .. import __version__
 from ..errors import StartError
+from ..protocol.runtime_file import remove_runtime_file, write_runtime_file
 from ..tokens import TokenError, TokenStore, default_token_file
 from . import gateway, kernel_ports, kernel_ws, log_scrub
 from .colab_handlers import COLAB_HANDLERS
@@ -22,7 +23,6 @@ from .identity import TokenStoreIdentityProvider
 from .kernel_check import KERNEL_CHECK_HANDLERS
 from .landing import LANDING_HANDLERS, LANDING_PATH, jupyterlab_loaded
 from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
-from .runtime_file import remove_runtime_file, write_runtime_file
 from .status import StatusHandler
 from .token_handlers import TOKEN_HANDLERS, live_forwards
 

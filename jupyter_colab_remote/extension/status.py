@@ -13,6 +13,7 @@ from tornado import web
 from .. import __version__
 from . import gateway as gateway_mod
 from .kernel_check import availability
+from .kernel_record import kernel_record
 from .resources import kernel_memory, resource_stats
 from .token_handlers import ColabRemoteAPIHandler, live_forwards
 
@@ -26,16 +27,7 @@ def kernel_records(kernel_manager: t.Any) -> list[dict[str, t.Any]]:
             model = kernel_manager.kernel_model(kernel_id)
         except KeyError:  # shut down while we were listing
             continue
-        records.append(
-            {
-                "id": kernel_id,
-                "name": model.get("name"),
-                "execution_state": model.get("execution_state"),
-                "last_activity": model.get("last_activity"),
-                "connections": model.get("connections", 0),
-                "memory_bytes": memory.get(kernel_id),
-            }
-        )
+        records.append(kernel_record({**model, "id": kernel_id}, memory.get(kernel_id)))
     return records
 
 

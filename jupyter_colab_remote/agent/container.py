@@ -1,6 +1,6 @@
 """Colab's runtime container image on the remote host, run and supervised by docker or podman.
 
-`start HOST --image IMAGE` asks the agent (remote_agent.py) to run the image instead of
+`start HOST --image IMAGE` asks the agent (agent/main.py) to run the image instead of
 `jupyter colabremote serve`: detached, named `colabremote-<profile>`, labelled with the
 profile, `--restart on-failure`, its port 8080 published on 127.0.0.1 only (the companion's
 SSH forward reaches it; nothing else on the network can), GPUs passed through on request.
@@ -32,6 +32,8 @@ import sys
 import time
 import typing as t
 
+from ..protocol.errors import ColabRemoteError, ExitCode
+from ..protocol.messages import PROGRESS_PREFIX
 from .server_paths import server_path
 
 ENGINES = ("podman", "docker")
@@ -50,19 +52,17 @@ PULL_DEADLINE = 3600.0
 ENGINE_TIMEOUT = 60.0
 STOP_GRACE = 10
 LOG_TAIL_LINES = 5
-#: Lines the agent writes to stderr with this prefix are shown by the companion as they come.
-PROGRESS_PREFIX = "colabremote-progress: "
-#: Exit code of the companion when the engine or the image fails (see companion/errors.py).
-EXIT_CODE = 8
+#: Exit code of the companion when the engine or the image fails.
+EXIT_CODE = ExitCode.CONTAINER
 
 #: A URL with a token, as Jupyter prints it (`?token=...` with literal dots is a hidden one).
 TOKEN_URL = re.compile(r"https?://[^\s/?#]+[^\s?#]*\?(?:[^\s#]*&)?token=([A-Za-z0-9_\-]{16,})")
 
 
-class ContainerError(Exception):
+class ContainerError(ColabRemoteError):
     """A failure of the engine, the image or the container, in one line."""
 
-    exit_code = EXIT_CODE
+    exit_code = ExitCode.CONTAINER
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,16 +172,9 @@ def published_port(info: dict[str, t.Any]) -> tuple[str, int] | None:
 # the engine
 
 
-#: Where progress goes when the agent runs inside the companion (`start` without a host).
-progress_sink: t.Callable[[str], None] | None = None
-
-
 def progress(line: str) -> None:
     """Report a progress line to the companion (stderr, prefixed; shown as it comes)."""
-    if progress_sink is not None:
-        progress_sink(line)
-    else:
-        print(PROGRESS_PREFIX + line, file=sys.stderr, flush=True)
+    print(PROGRESS_PREFIX + line, file=sys.stderr, flush=True)
 
 
 def available_engines() -> list[str]:

@@ -1,14 +1,9 @@
-"""`python -m jupyter_colab_remote remote ACTION`: what the companion runs on the remote host.
-
-The companion sends one JSON object on stdin (secrets travel only there, never on a
-command line) and reads one JSON line back. Actions: `info`, `ensure` (re-attach to the
-profile's runtime or start it detached), `stop` and `status`.
-"""
+"""The agent's actions: `info`, `ensure` (re-attach to the profile's runtime or start it
+detached), `stop` and `status` (their records: protocol/messages.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hmac
 import json
 import os
@@ -25,9 +20,20 @@ import psutil
 from jupyter_core.paths import jupyter_runtime_dir
 
 from .. import __version__
-from ..tokens import TokenError, TokenStore, default_token_file, hash_token
+from ..files import locked
+from ..protocol.errors import ColabRemoteError
+from ..protocol.messages import (
+    EnsureAnswer,
+    EnsureRequest,
+    InfoAnswer,
+    Request,
+    StatusAnswer,
+    StopAnswer,
+    StopRequest,
+)
+from ..protocol.runtime_file import port_taken, running_servers, scan
+from ..tokens import TokenStore, default_token_file, hash_token
 from . import container, gateway_launch
-from .runtime_file import port_taken, running_servers, scan
 from .server_paths import server_path
 from .workspace import WorkspaceError, split_git_spec, sync_repository
 
@@ -37,7 +43,7 @@ STOP_DEADLINE = 20.0
 LOG_TAIL_LINES = 15
 
 
-class AgentError(Exception):
+class AgentError(ColabRemoteError):
     """A failure to report to the companion in one line."""
 
 
@@ -52,14 +58,8 @@ def runtime_for(profile: str) -> dict[str, t.Any] | None:
 @contextlib.contextmanager
 def profile_lock(profile: str) -> Iterator[None]:
     """Serialize ensure/stop for one profile (two companions starting at once)."""
-    rdir = Path(jupyter_runtime_dir())
-    rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(rdir / f"colabremote-{profile}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(Path(jupyter_runtime_dir()) / f"colabremote-{profile}.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def log_path(profile: str) -> Path:
@@ -75,9 +75,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def register_token(
-    token_file: str | os.PathLike[str], request: dict[str, t.Any]
-) -> dict[str, t.Any]:
+def register_token(token_file: str | os.PathLike[str], request: EnsureRequest) -> EnsureAnswer:
     """Make the companion's token work without ever undoing a rotation or revocation.
 
     The companion sends its saved secret, whether this host accepted it before
@@ -115,7 +113,7 @@ def register_token(
     return {"token_name": name, "token_reissued": True}
 
 
-def start_runtime(profile: str, request: dict[str, t.Any]) -> dict[str, t.Any]:
+def start_runtime(profile: str, request: EnsureRequest) -> EnsureAnswer:
     """Start `serve` detached (its own session, so it outlives the SSH connection)."""
     token_file = request.get("token_file") or str(default_token_file())
     claim = register_token(token_file, request)
@@ -175,7 +173,7 @@ def valid_profile(profile: t.Any) -> str:
     return profile
 
 
-def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
+def ensure(request: EnsureRequest) -> EnsureAnswer:
     """Re-attach to the profile's runtime (same token store, same kernels) or start it."""
     profile = valid_profile(request.get("profile", "default"))
     with profile_lock(profile):
@@ -202,7 +200,7 @@ def ensure(request: dict[str, t.Any]) -> dict[str, t.Any]:
         return {**start_runtime(profile, request), **workspace}
 
 
-def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
+def sync_workspace(request: EnsureRequest) -> EnsureAnswer:
     """Clone or update the requested git repository in the workdir (before the runtime)."""
     spec = request.get("git")
     if not spec:
@@ -219,7 +217,7 @@ def sync_workspace(request: dict[str, t.Any]) -> dict[str, t.Any]:
         raise AgentError(str(e)) from e
 
 
-def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
+def stop(request: StopRequest) -> StopAnswer:
     """Stop the profile's runtime and every kernel it started; leave no orphans."""
     profile = valid_profile(request.get("profile", "default"))
     with profile_lock(profile):
@@ -248,39 +246,20 @@ def stop(request: dict[str, t.Any]) -> dict[str, t.Any]:
         return {"stopped": True, "pid": pid, "processes": len(family)}
 
 
-def status(request: dict[str, t.Any]) -> dict[str, t.Any]:
+def status(request: Request) -> StatusAnswer:
     """The runtimes running for this user (all profiles)."""
     return {"runtimes": running_servers(), "containers": container.status(request)}
 
 
-def info(request: dict[str, t.Any]) -> dict[str, t.Any]:
+def info(request: Request) -> InfoAnswer:
     """Version and interpreter, so the companion can check compatibility."""
     return {"version": __version__, "python": sys.version.split()[0], "executable": sys.executable}
 
 
-ACTIONS: dict[str, t.Callable[[dict[str, t.Any]], dict[str, t.Any]]] = {
+ACTIONS: dict[str, t.Callable[[t.Any], t.Mapping[str, t.Any]]] = {
     "info": info,
     "ensure": ensure,
     "stop": stop,
     "status": status,
     "container-doctor": container.doctor,
 }
-
-
-def main(argv: list[str]) -> int:
-    """Run one action; always answer one JSON line, exit 0 on success and 1 on failure."""
-    if len(argv) != 1 or argv[0] not in ACTIONS:
-        print(json.dumps({"ok": False, "error": f"usage: remote {{{','.join(ACTIONS)}}}"}))
-        return 2
-    try:
-        raw = sys.stdin.readline() if not sys.stdin.isatty() else ""
-        request = json.loads(raw) if raw.strip() else {}
-        result = ACTIONS[argv[0]](request)
-    except container.ContainerError as e:  # the companion exits with its code
-        print(json.dumps({"ok": False, "error": str(e), "exit_code": e.exit_code}), flush=True)
-        return 1
-    except (AgentError, TokenError, OSError, ValueError) as e:
-        print(json.dumps({"ok": False, "error": str(e)}), flush=True)
-        return 1
-    print(json.dumps({"ok": True, **result}), flush=True)
-    return 0

@@ -33,7 +33,8 @@ import typing as t
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .gateway_launch import GATEWAY_TOKEN_ENV, public_url
+from ..protocol.gateway import GATEWAY_TOKEN_ENV, public_url
+from .kernel_record import kernel_record
 
 #: How long the status endpoint waits for the gateway before calling it unreachable.
 PROBE_TIMEOUT = 3.0
@@ -241,17 +242,6 @@ async def probe(gc: t.Any, timeout: float = PROBE_TIMEOUT) -> dict[str, t.Any]:
     return result
 
 
-def _record(model: dict[str, t.Any]) -> dict[str, t.Any]:
-    return {
-        "id": model.get("id"),
-        "name": model.get("name"),
-        "execution_state": model.get("execution_state"),
-        "last_activity": model.get("last_activity"),
-        "connections": model.get("connections", 0),
-        "memory_bytes": None,  # the kernel's process is on the gateway's side
-    }
-
-
 async def status(serverapp: t.Any) -> dict[str, t.Any] | None:
     """The status document's `gateway` entry, with the kernels under "kernels"; None without
     a gateway. While the gateway is unreachable the kernels are the last known ones, in
@@ -277,5 +267,5 @@ async def status(serverapp: t.Any) -> dict[str, t.Any] | None:
                 cached = dict(km.get_kernel(kernel_id).kernel or {"id": kernel_id})
                 cached["execution_state"] = "unknown"
                 models.append(cached)
-    result["kernels"] = [_record(m) for m in models]
+    result["kernels"] = [kernel_record(m) for m in models]
     return result
