@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
-from companion_helpers import companion_env, kill_runtimes, run_cli, run_code, start_kernel
-from sshd import free_port
+import pytest
+
+from tests.harness.companion import companion_env, kill_runtimes, run_cli, run_code, start_kernel
+from tests.harness.processes import free_port
 
 #: Imports every module of a package in a fresh interpreter and lists what got loaded.
 PROBE = """
@@ -54,6 +56,7 @@ def test_extension_imports_neither_the_companion_nor_the_agent():
     assert offending == []
 
 
+@pytest.mark.e2e
 def test_local_runtime_kernels_do_not_see_the_companions_secrets(tmp_path):
     """`start` without a host runs the agent as a local process with the git and gateway
     tokens removed from its environment: a kernel of the runtime does not see them, while

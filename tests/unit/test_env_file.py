@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_colab_remote.companion.errors import CompanionError
-from jupyter_colab_remote.companion.session import parse_env_file
+from jupyter_colab_remote.companion.env_file import parse_env_file
 
 
 def test_values_comments_export_and_quotes(tmp_path):
