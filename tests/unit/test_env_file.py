@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_colab_remote.companion.errors import CompanionError
 from jupyter_colab_remote.companion.env_file import parse_env_file
+from jupyter_colab_remote.companion.errors import CompanionError
 
 
 def test_values_comments_export_and_quotes(tmp_path):
