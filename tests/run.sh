@@ -92,10 +92,12 @@ extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependen
 print("\n".join(r for r in extra if r.startswith("pytest")))')
   "$uv" pip install -q --python "$lowest/bin/python" -c "$lowest/lowest-direct.txt" \
     -r "$lowest/lowest-direct.txt" -e . "${test_tools[@]}"
-  "$lowest/bin/python" -c 'import re, tomllib
+  "$lowest/bin/python" -c 'import tomllib
 from importlib.metadata import version
+from packaging.requirements import Requirement
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-names = [re.match(r"[\w.-]+", d)[0] for d in deps]
+reqs = [Requirement(d) for d in deps]
+names = [r.name for r in reqs if r.marker is None or r.marker.evaluate()]
 print("floors:", " ".join(f"{n}=={version(n)}" for n in names))'
   # -W ignore: the old versions warn about their own deprecations.
   set +e
