@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -54,11 +55,16 @@ async def test_status_reports_kernels_connections_and_resources(jp_fetch, jp_ws_
     kid = await _start_kernel(jp_fetch)
     try:
         ws = await jp_ws_fetch("api", "kernels", kid, "channels")
-        await execute(ws, "1")
         # jupyter_server's own iopub listener, which tracks the state, can join after the first
-        # messages of a kernel that was slow to bind (seen with jupyter_client 7.4, the floor).
-        await execute(ws, "2")
-        status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+        # messages of a kernel that was slow to bind (seen with jupyter_client 7.4, the floor):
+        # the state stays "starting" until the kernel's next activity. So: execute, then read
+        # the status, a bounded number of times.
+        for n in range(20):
+            await execute(ws, str(n))
+            status = json.loads((await jp_fetch("colabremote", "api", "status")).body)
+            if status["kernels"] and status["kernels"][0]["execution_state"] != "starting":
+                break
+            await asyncio.sleep(0.25)
         ws.close()
     finally:
         await jp_fetch("api", "kernels", kid, method="DELETE")
