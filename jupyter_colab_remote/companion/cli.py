@@ -157,11 +157,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: session.stop_event.set())
     try:
         record = session.start()
-        _print_record(record, opts.json)
-        if opts.open_browser:
-            open_colab(ui)
-        ui.info("Tunnel up; Ctrl-C closes it (the runtime and its kernels keep running).")
+        # From here the tunnel is up: Ctrl-C at any moment (even while the URL is printed)
+        # is the normal way to close it.
         try:
+            _print_record(record, opts.json)
+            if opts.open_browser:
+                open_colab(ui)
+            ui.info("Tunnel up; Ctrl-C closes it (the runtime and its kernels keep running).")
             session.supervise()
         except KeyboardInterrupt:
             if not opts.stop_on_exit:
