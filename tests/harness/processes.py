@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from jupyter_colab_remote.protocol.runtime_file import port_taken
+
 #: A minimal system PATH (what a login on a plain Debian server gets).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -51,14 +53,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether host:port can be bound (as the next `start` would)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
+    """Whether host:port can be bound (as the next `start` would): the product's own check."""
+    return not port_taken(port, host)
 
 
 def tcp_connect(
