@@ -153,8 +153,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             open_colab(ui)
         return 0
     session = Session(opts, ui)
-    # SIGTERM (from `stop`) ends the run like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: session.stop_event.set())
+    # SIGTERM (from `stop`) ends the run like Ctrl-C does; so does Ctrl-Break on a Windows
+    # console (SIGBREAK). Ctrl-C itself raises KeyboardInterrupt in this (main) thread on
+    # every OS: supervise() waits in short slices, so it is seen within SUPERVISE_POLL.
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: session.stop_event.set())
     try:
         record = session.start()
         # From here the tunnel is up: Ctrl-C at any moment (even while the URL is printed)
@@ -220,7 +224,12 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
 
 def _agent(args: argparse.Namespace) -> RemoteAgent:
     target = resolve(args.host)
-    conn = connect(target, ConnectOptions(accept_new_host_key=args.accept_new_host_key))
+    options = ConnectOptions(
+        accept_new_host_key=args.accept_new_host_key,
+        server_alive_interval=args.server_alive_interval,
+        server_alive_count_max=args.server_alive_count_max,
+    )
+    conn = connect(target, options)
     return RemoteAgent(conn, interpreter(args))
 
 
