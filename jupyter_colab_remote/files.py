@@ -62,12 +62,26 @@ def write_private_json(path: str | os.PathLike[str], data: t.Any) -> Path:
             json.dump(data, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _replace(src: str, dst: Path) -> None:
+    """os.replace; on Windows a reader holding `dst` open for a moment makes it fail
+    (PermissionError), so retry briefly there."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if not WINDOWS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def append_private_line(path: str | os.PathLike[str], line: str) -> None:

@@ -46,14 +46,16 @@ class ConnectOptions:
         interval = self.server_alive_interval
         if interval is None:
             interval = target.server_alive_interval
-        count = self.server_alive_count_max or target.server_alive_count_max
+        count = self.server_alive_count_max
+        if count is None:
+            count = target.server_alive_count_max
         if interval is not None and interval < 0:
             raise CompanionError(f"invalid --server-alive-interval {interval:g}", exit_code=2)
         if count is not None and count < 1:
             raise CompanionError(f"invalid --server-alive-count-max {count}", exit_code=2)
         return (
             DEFAULT_INTERVAL if interval is None else interval,
-            count or DEFAULT_COUNT_MAX,
+            DEFAULT_COUNT_MAX if count is None else count,
         )
 
 

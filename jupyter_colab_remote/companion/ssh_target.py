@@ -139,8 +139,8 @@ def resolve(spec: str, config: paramiko.SSHConfig | None = None, _depth: int = 0
         identity_files=[os.path.expanduser(p) for p in entry.get("identityfile", [])],
         identities_only=entry.get("identitiesonly", "no").lower() == "yes",
     )
-    target.server_alive_interval = config_number(entry, "serveraliveinterval", float, 0)
-    count = config_number(entry, "serveralivecountmax", int, 1)
+    target.server_alive_interval = config_number(entry, "ServerAliveInterval", float, 0)
+    count = config_number(entry, "ServerAliveCountMax", int, 1)
     target.server_alive_count_max = None if count is None else int(count)
     known = entry.get("userknownhostsfile")
     files = known.split() if isinstance(known, str) else list(known or [])
@@ -161,10 +161,10 @@ def resolve(spec: str, config: paramiko.SSHConfig | None = None, _depth: int = 0
 
 
 def config_number(
-    entry: paramiko.SSHConfigDict, key: str, kind: type[float] | type[int], minimum: float
+    entry: paramiko.SSHConfigDict, name: str, kind: type[float] | type[int], minimum: float
 ) -> float | None:
     """A numeric ssh_config option (None if unset); a bad value is a one-line error."""
-    value = entry.get(key)
+    value = entry.get(name.lower())
     if value is None:
         return None
     try:
@@ -173,6 +173,6 @@ def config_number(
         number = None
     if number is None or number < minimum:
         raise CompanionError(
-            f"~/.ssh/config: {key} {value!r} is not a number >= {minimum}", exit_code=2
+            f"~/.ssh/config: {name} {value!r} is not a number >= {minimum}", exit_code=2
         )
     return number
