@@ -13,6 +13,7 @@ import typing as t
 
 import psutil
 
+from .. import files
 from ..protocol.errors import ExitCode
 from . import profiles, state
 from .agents import LocalAgent, RemoteAgent
@@ -146,6 +147,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         opts.gateway_url = check_gateway_url(opts.gateway_url)
         opts.gateway_token = gateway_token_from_environment()
     ui = UI()
+    if not opts.host and files.WINDOWS:
+        raise CompanionError(
+            "running the runtime on this machine needs Linux or macOS (or WSL); on Windows, "
+            "name the host to run it on: jupyter colabremote start [user@]host",
+            exit_code=ExitCode.USAGE,
+        )
     if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
         record = Session(opts, ui).start()
         _print_record(record, opts.json)
