@@ -101,8 +101,8 @@ class Liveness:
             silent = now - self.clock.last_received
             if silent >= self.deadline:
                 self.reason = (
-                    f"no answer from the server for {silent:.1f} s (ServerAliveInterval "
-                    f"{self.interval:g} x ServerAliveCountMax {self.count_max})"
+                    f"no answer from the server for {silent:.1f} s, ServerAliveInterval "
+                    f"{self.interval:g} x ServerAliveCountMax {self.count_max}"
                 )
                 self._stop.set()
                 self._want_request.set()
