@@ -28,6 +28,7 @@ from tests.harness.browser import browser_available, chromium, serve_page
 from tests.harness.companion import (
     companion,
     companion_env,
+    error_line,
     kill_runtimes,
     run_cli,
     run_code,
@@ -112,6 +113,9 @@ def test_start_colab_reattach_stop_in_a_foreign_state(
             assert run_code(url, kernel_id, "x") == ["42"]
             res = run_cli("url", "gpu-box", env=env)
             assert res.returncode == 0 and res.stdout.strip() == url, res.stderr
+            res = run_cli("doctor", "gpu-box", env=env, timeout=120)
+            assert res.returncode == 0, res.stdout + res.stderr
+            assert "Traceback" not in res.stderr
             res = run_cli("status", "gpu-box", "--json", env=env)
             assert res.returncode == 0, res.stderr
             status = json.loads(res.stdout)
@@ -125,5 +129,11 @@ def test_start_colab_reattach_stop_in_a_foreign_state(
             assert "Traceback" not in second.stderr(), second.stderr()
         assert wait_gone(procs) == []
         assert port_is_free(port)
+
+        # The liveness options reach the connection: a count of 0 is refused in one line.
+        res = run_cli("start", "gpu-box", "--port", str(port), "--server-alive-count-max", "0",
+                      env=env)  # fmt: skip
+        assert res.returncode == 2
+        assert "--server-alive-count-max 0" in error_line(res)
     finally:
         kill_runtimes(env["JUPYTER_RUNTIME_DIR"])
