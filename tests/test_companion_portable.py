@@ -135,5 +135,11 @@ def test_start_colab_reattach_stop_in_a_foreign_state(
                       env=env)  # fmt: skip
         assert res.returncode == 2
         assert "--server-alive-count-max 0" in error_line(res)
+        # ... and ~/.ssh/config's ServerAlive* options are read (a bad one named in one line).
+        with open(home / ".ssh" / "config", "a") as f:
+            f.write("\nHost *\n    ServerAliveInterval soon\n")
+        res = run_cli("start", "gpu-box", "--port", str(port), env=env)
+        assert res.returncode == 2
+        assert "ServerAliveInterval 'soon'" in error_line(res)
     finally:
         kill_runtimes(env["JUPYTER_RUNTIME_DIR"])
