@@ -147,13 +147,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         opts.gateway_url = check_gateway_url(opts.gateway_url)
         opts.gateway_token = gateway_token_from_environment()
     ui = UI()
-    if not opts.host and files.WINDOWS:
-        raise CompanionError(
-            "running the runtime on this machine needs Linux or macOS (or WSL); on Windows, "
-            "name the host to run it on: jupyter colabremote start [user@]host",
-            exit_code=ExitCode.USAGE,
-        )
     if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
+        check_local_runtime_supported("start")
         record = Session(opts, ui).start()
         _print_record(record, opts.json)
         if opts.open_browser:
@@ -188,6 +183,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec and rec.get("companion_pid") == os.getpid():
             state.update(opts.host, opts.profile, companion_pid=None)
     return 0
+
+
+def check_local_runtime_supported(command: str) -> None:
+    """This machine as the runtime is server-side (POSIX) code: on Windows, say so."""
+    if files.WINDOWS:
+        raise CompanionError(
+            "running the runtime on this machine needs Linux or macOS (or WSL); on Windows, "
+            f"name the host it runs on: jupyter colabremote {command} [user@]host",
+            exit_code=ExitCode.USAGE,
+        )
 
 
 def closed_message(host: str, profile: str) -> str:
@@ -298,6 +303,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 exit_code=e.exit_code,
             ) from e
     else:
+        check_local_runtime_supported("stop")
         result = LocalAgent().call("stop", {"profile": args.profile})
     tunnel = _stop_companion(record)
     if record:

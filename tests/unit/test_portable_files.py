@@ -165,12 +165,14 @@ def test_files_live_in_the_platforms_jupyter_dirs(
     assert tokens.default_token_file() == base / "colabremote" / "tokens.json"
 
 
-def test_start_without_host_on_windows_is_a_one_line_error(monkeypatch):
+def test_local_runtime_on_windows_is_a_one_line_error(monkeypatch):
     """Running the runtime on the laptop itself is server-side (POSIX) code: on Windows,
-    `start` without a host says so and how to name a host, before doing anything."""
+    `start` and `stop` without a host say so and how to name a host, before doing anything."""
     from jupyter_colab_remote.companion import cli
     from jupyter_colab_remote.companion.errors import CompanionError
 
     monkeypatch.setattr(files, "WINDOWS", True)
     with pytest.raises(CompanionError, match=r"needs Linux or macOS .*start \[user@\]host"):
         cli.main(["start", "--port", "9"])
+    with pytest.raises(CompanionError, match=r"needs Linux or macOS .*stop \[user@\]host"):
+        cli.main(["stop"])
