@@ -93,9 +93,11 @@ def append_private_line(path: str | os.PathLike[str], line: str) -> None:
     if created and WINDOWS:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         restrict_to_user(path)
+    # A file whose last line has no newline (edited by hand) must not swallow ours.
+    sep = "" if created or path.read_bytes()[-1:] in (b"", b"\n") else "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(line.rstrip("\n") + "\n")
+    with os.fdopen(fd, "a", encoding="utf-8", newline="\n") as f:
+        f.write(sep + line.rstrip("\n") + "\n")
 
 
 def _lock_windows(fd: int) -> None:

@@ -70,6 +70,13 @@ def test_known_hosts_line_created_private_on_windows(tmp_path, windows):
     files.append_private_line(known, "other ssh-ed25519 AAAA2\n")
     assert known.read_text() == "gpu-box ssh-ed25519 AAAA1\nother ssh-ed25519 AAAA2\n"
     assert len(windows) == 1
+    with open(known, "a") as f:
+        f.write("edited ssh-ed25519 AAAA3")  # by hand, no final newline
+    files.append_private_line(known, "third ssh-ed25519 AAAA4")
+    assert known.read_text().splitlines()[-2:] == [
+        "edited ssh-ed25519 AAAA3",
+        "third ssh-ed25519 AAAA4",
+    ]
 
 
 def test_posix_branch_is_0600(tmp_path, monkeypatch):
