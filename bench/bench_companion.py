@@ -76,12 +76,14 @@ STARTED: list[Companion] = []
 class Companion:
     """`start ALIAS --port P --json` as a subprocess; stdout/stderr lines collected by threads."""
 
-    def __init__(self, env: dict[str, str], alias: str, port: int) -> None:
+    def __init__(
+        self, env: dict[str, str], alias: str, port: int, extra: tuple[str, ...] = ()
+    ) -> None:
         STARTED.append(self)
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_colab_remote", "start", alias]
-            + ["--port", str(port), "--json"],
+            + ["--port", str(port), "--json", *extra],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1, start_new_session=True,
         )  # fmt: skip
@@ -393,15 +395,18 @@ def measure_start(env: dict[str, str], port: int, cold_runs: int, reattach_runs:
     }
 
 
-def measure_recovery(tmp: Path, files: object, env: dict, runs: int, outage: float) -> dict:
-    """sshd in a namespace; cut the link `runs` times; detection and recovery seconds."""
+def measure_recovery(
+    tmp: Path, files: object, env: dict, runs: int, outage: float, extra: tuple[str, ...] = ()
+) -> dict:
+    """sshd in a namespace; cut the link `runs` times; detection and recovery seconds
+    (`extra`: more `start` options)."""
 
     out: dict[str, list[float]] = {"detect_s": [], "url_back_s": [], "reconnected_line_s": []}
     with remote_host_netns() as ns, run_sshd(tmp, netns=ns, name="sshd-ns") as server:
         files.add_host(NS_ALIAS, server)
         files.make_home(Path(env["HOME"]))
         port = free_port()
-        c = Companion(env, NS_ALIAS, port)
+        c = Companion(env, NS_ALIAS, port, extra)
         try:
             rec, _ = c.record()
             token = urllib.parse.parse_qs(urllib.parse.urlsplit(rec["url"]).query)["token"][0]

@@ -13,6 +13,7 @@ import typing as t
 
 import psutil
 
+from .. import files
 from ..protocol.errors import ExitCode
 from . import profiles, state
 from .agents import LocalAgent, RemoteAgent
@@ -147,14 +148,19 @@ def cmd_start(args: argparse.Namespace) -> int:
         opts.gateway_token = gateway_token_from_environment()
     ui = UI()
     if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
+        check_local_runtime_supported("start")
         record = Session(opts, ui).start()
         _print_record(record, opts.json)
         if opts.open_browser:
             open_colab(ui)
         return 0
     session = Session(opts, ui)
-    # SIGTERM (from `stop`) ends the run like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: session.stop_event.set())
+    # SIGTERM (from `stop`) ends the run like Ctrl-C does; so does Ctrl-Break on a Windows
+    # console (SIGBREAK). Ctrl-C itself raises KeyboardInterrupt in this (main) thread on
+    # every OS: supervise() waits in short slices, so it is seen within SUPERVISE_POLL.
+    for name in ("SIGTERM", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), lambda *_: session.stop_event.set())
     try:
         record = session.start()
         # From here the tunnel is up: Ctrl-C at any moment (even while the URL is printed)
@@ -177,6 +183,16 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec and rec.get("companion_pid") == os.getpid():
             state.update(opts.host, opts.profile, companion_pid=None)
     return 0
+
+
+def check_local_runtime_supported(command: str) -> None:
+    """This machine as the runtime is server-side (POSIX) code: on Windows, say so."""
+    if files.WINDOWS:
+        raise CompanionError(
+            "running the runtime on this machine needs Linux or macOS (or WSL); on Windows, "
+            f"name the host it runs on: jupyter colabremote {command} [user@]host",
+            exit_code=ExitCode.USAGE,
+        )
 
 
 def closed_message(host: str, profile: str) -> str:
@@ -220,7 +236,12 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
 
 def _agent(args: argparse.Namespace) -> RemoteAgent:
     target = resolve(args.host)
-    conn = connect(target, ConnectOptions(accept_new_host_key=args.accept_new_host_key))
+    options = ConnectOptions(
+        accept_new_host_key=args.accept_new_host_key,
+        server_alive_interval=args.server_alive_interval,
+        server_alive_count_max=args.server_alive_count_max,
+    )
+    conn = connect(target, options)
     return RemoteAgent(conn, interpreter(args))
 
 
@@ -282,6 +303,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 exit_code=e.exit_code,
             ) from e
     else:
+        check_local_runtime_supported("stop")
         result = LocalAgent().call("stop", {"profile": args.profile})
     tunnel = _stop_companion(record)
     if record:

@@ -98,7 +98,12 @@ def check_ssh(d: Doctor) -> bool:
     """The host key is known and authentication works."""
     c = d.check("SSH host key and authentication")
     assert d.target is not None
-    options = ConnectOptions(accept_new_host_key=d.args.accept_new_host_key, timeout=10)
+    options = ConnectOptions(
+        accept_new_host_key=d.args.accept_new_host_key,
+        timeout=10,
+        server_alive_interval=d.args.server_alive_interval,
+        server_alive_count_max=d.args.server_alive_count_max,
+    )
     try:
         d.conn = connect(d.target, options)
     except HostKeyError as e:

@@ -40,7 +40,10 @@ def port_owner(port: int) -> str:
 def bind_local(port: int, host: str = "127.0.0.1") -> socket.socket:
     """Listen on host:port, with a one-line error naming the fix when the port is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # On Windows SO_REUSEADDR would let another process bind the same port (and take
+    # Colab's traffic); exclusive use is the safe counterpart there.
+    reuse = getattr(socket, "SO_EXCLUSIVEADDRUSE", socket.SO_REUSEADDR)
+    sock.setsockopt(socket.SOL_SOCKET, reuse, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

@@ -63,6 +63,24 @@ class StartOptions:
         help="trust an unknown SSH host key and save it to known_hosts (trust on first use)",
         section="connection",
     )
+    server_alive_interval: float | None = option(
+        None,
+        "--server-alive-interval",
+        type=float,
+        metavar="SECONDS",
+        help="send a request the server must answer after this long without traffic; 0: off "
+        "(default: ~/.ssh/config's ServerAliveInterval, else 1)",
+        section="connection",
+    )
+    server_alive_count_max: int | None = option(
+        None,
+        "--server-alive-count-max",
+        type=int,
+        metavar="N",
+        help="declare the link dead after N intervals without an answer, then reconnect "
+        "(default: ~/.ssh/config's ServerAliveCountMax, else 4)",
+        section="connection",
+    )
     remote_python: str | None = option(
         None,
         "--remote-python",

@@ -42,7 +42,7 @@ RECONNECT_TIMEOUT = 10.0
 #: Backoff between failed SSH attempts to a host that answers TCP (sshd down, host booting).
 BACKOFF_START, BACKOFF_CAP = 0.5, 5.0
 #: How often the supervisor looks at the connection (a dead link itself is noticed by the
-#: kernel: TCP_USER_TIMEOUT with SSH keepalives, see ssh_connect).
+#: SSH-level liveness check, liveness.py, and by TCP_USER_TIMEOUT where the OS has it).
 SUPERVISE_POLL = 0.2
 #: How often "still down" is repeated while waiting for the host.
 REPORT_EVERY = 30.0
@@ -169,6 +169,8 @@ class Session:
             accept_new_host_key=self.opts.accept_new_host_key,
             prompter=self.prompter,
             timeout=RECONNECT_TIMEOUT if quiet else 10.0,
+            server_alive_interval=self.opts.server_alive_interval,
+            server_alive_count_max=self.opts.server_alive_count_max,
         )
         with ui.step(f"connecting to {self.target.describe()}"):
             return connect(self.target, options)
@@ -336,7 +338,8 @@ class Session:
         will use it.
         """
         lost = time.monotonic()
-        self.ui.event(f"connection to {self.target.describe()} lost; reconnecting")
+        why = f" ({self.conn.lost_reason})" if self.conn and self.conn.lost_reason else ""
+        self.ui.event(f"connection to {self.target.describe()} lost{why}; reconnecting")
         self.link.set(None, None)
         if self.conn is not None:
             self.conn.close()

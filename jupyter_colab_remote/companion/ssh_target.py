@@ -27,6 +27,9 @@ class SSHTarget:
     proxy_jump: list[SSHTarget] = dataclasses.field(default_factory=list)
     proxy_command: str | None = None
     identities_only: bool = False
+    #: ~/.ssh/config's ServerAliveInterval / ServerAliveCountMax (None: not set there).
+    server_alive_interval: float | None = None
+    server_alive_count_max: int | None = None
 
     @property
     def known_hosts_name(self) -> str:
@@ -136,6 +139,9 @@ def resolve(spec: str, config: paramiko.SSHConfig | None = None, _depth: int = 0
         identity_files=[os.path.expanduser(p) for p in entry.get("identityfile", [])],
         identities_only=entry.get("identitiesonly", "no").lower() == "yes",
     )
+    target.server_alive_interval = config_number(entry, "ServerAliveInterval", float, 0)
+    count = config_number(entry, "ServerAliveCountMax", int, 1)
+    target.server_alive_count_max = None if count is None else int(count)
     known = entry.get("userknownhostsfile")
     files = known.split() if isinstance(known, str) else list(known or [])
     target.known_hosts_files = [os.path.expanduser(f) for f in files] or [
@@ -152,3 +158,21 @@ def resolve(spec: str, config: paramiko.SSHConfig | None = None, _depth: int = 0
     if command and command.lower() != "none" and not target.proxy_jump:
         target.proxy_command = command
     return target
+
+
+def config_number(
+    entry: paramiko.SSHConfigDict, name: str, kind: type[float] | type[int], minimum: float
+) -> float | None:
+    """A numeric ssh_config option (None if unset); a bad value is a one-line error."""
+    value = entry.get(name.lower())
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise CompanionError(
+            f"~/.ssh/config: {name} {value!r} is not a number >= {minimum}", exit_code=2
+        )
+    return number

@@ -32,7 +32,7 @@ def path_for(host: str, profile: str) -> Path:
 def load(host: str, profile: str) -> dict[str, t.Any] | None:
     """The record for this host and profile, if any."""
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(path_for(host, profile).read_text())
+        return json.loads(path_for(host, profile).read_text(encoding="utf-8"))
     return None
 
 
@@ -71,7 +71,7 @@ def all_records() -> list[dict[str, t.Any]]:
     out = []
     for p in sorted(state_dir().glob("*.json")):
         with contextlib.suppress(OSError, ValueError):
-            out.append(json.loads(p.read_text()))
+            out.append(json.loads(p.read_text(encoding="utf-8")))
     return out
 
 

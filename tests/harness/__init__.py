@@ -9,7 +9,7 @@
 - companion: the companion CLI as real processes.
 - browser: headless Chromium posing as Colab. gateway, enterprise_gateway (+ eg_launcher):
   kernel gateways. container: a private podman with a minimal image. load: the load driver.
-  install_env: offline pip, the wheelhouse.
+  install_env: offline pip, the wheelhouse. foreign_os: Windows-/macOS-like interpreter states.
 - fixtures: the pytest fixtures (tests/conftest.py registers them).
 
 Benchmarks import it as `tests.harness` (`python -m bench.NAME` from the repository root).
