@@ -256,6 +256,38 @@ async def test_proxied_request_carries_token_and_origin_not_cookies(ws_connect, 
     ws.close()
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/terminals"),
+        ("GET", "/colabremote/api/tokens"),
+        ("PUT", "/colabremote/api/forward"),
+    ],
+)
+async def test_colab_page_gets_no_shell_or_token_api_through_the_tunnel(ws_connect, method, path):
+    """The least-privilege rule (no terminals, tokens or forwards for Colab's origin) holds for
+    requests Colab tunnels through http-over-ws, which the server makes to itself."""
+    ws = await ws_connect(headers={"Origin": COLAB_ORIGIN})
+    body = '{"local_port": 9000}' if method == "PUT" else "{}" if method == "POST" else None
+    extra = {"body": body} if body is not None else {}
+    frames = await roundtrip(ws, method, path, **extra)
+    assert frames[0]["status"] == 403
+    frames = await roundtrip(ws, "GET", "/api/kernelspecs", message_id="2")
+    assert frames[0]["status"] == 200
+    ws.close()
+
+
+async def test_colab_page_gets_no_terminal_through_proxied_ws(ws_connect, jp_fetch):
+    """A terminal WebSocket relayed by `proxied_ws` for Colab's page is refused."""
+    name = json.loads((await jp_fetch("api", "terminals", method="POST", body="{}")).body)["name"]
+    with pytest.raises(HTTPClientError) as e:
+        await ws_connect(
+            f"http_over_websocket/proxied_ws/terminals/websocket/{name}",
+            headers={"Origin": COLAB_ORIGIN},
+        )
+    assert e.value.code == 403
+
+
 async def test_concurrent_requests_on_one_socket(ws_connect, echo):
     ws = await ws_connect()
     await send_request(ws, "GET", f"{echo}?sleep=1.5", message_id="slow")

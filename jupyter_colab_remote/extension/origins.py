@@ -54,9 +54,9 @@ class OriginPolicy:
         """Least privilege for other origins: no terminals, tokens or forwards from them."""
         if not origin or same_origin(origin, host):
             return True
-        path = unquote(path)  # what the route sees, however the client spelled it
         relative = path[len(base_url) :] if path.startswith(base_url) else path
-        return OWN_ORIGIN_ONLY.match(relative.lstrip("/")) is None
+        # Decoded: whatever escapes a client chose, it must not slip past the rule.
+        return OWN_ORIGIN_ONLY.match(unquote(relative).lstrip("/")) is None
 
 
 def make_cors_transform(policy: OriginPolicy) -> type[OutputTransform]:
