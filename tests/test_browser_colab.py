@@ -411,13 +411,16 @@ def test_colab_page_cannot_open_a_shell_or_take_over_tokens(rt, browser, colab_p
     assert status == 200 and [t["name"] for t in json.loads(text)["tokens"]] == ["test"], text
 
 
-def test_opening_the_url_in_a_tab_drops_the_token_from_the_address_bar(rt, browser):
+@pytest.mark.parametrize("page", ["/", "/colabremote"])
+def test_opening_the_url_in_a_tab_drops_the_token_from_the_address_bar(rt, browser, page):
     """A user who opens the runtime's URL (`http://localhost:PORT/?token=...`) in a tab ends
     up logged in on the same page without the token in the address bar (nor in history, nor
-    in a Referer). Colab itself reads the token from the pasted text, not from a tab.
+    in a Referer), before any script runs: also on the runtime's own page, which has no
+    JupyterLab script to tidy the address (`/` leads there when JupyterLab is absent).
+    Colab itself reads the token from the pasted text, not from a tab.
     """
     driver = browser.driver
-    driver.get(rt.url)
+    driver.get(f"http://localhost:{rt.port}{page}?token={rt.token}")
     end = time.monotonic() + 20
     while "token=" in driver.current_url and time.monotonic() < end:
         time.sleep(0.05)
