@@ -415,9 +415,10 @@ def test_colab_page_cannot_open_a_shell_or_take_over_tokens(rt, browser, colab_p
 def test_opening_the_url_in_a_tab_drops_the_token_from_the_address_bar(rt, browser, page):
     """A user who opens the runtime's URL (`http://localhost:PORT/?token=...`) in a tab ends
     up logged in on the same page without the token in the address bar (nor in history, nor
-    in a Referer), before any script runs: also on the runtime's own page, which has no
-    JupyterLab script to tidy the address (`/` leads there when JupyterLab is absent).
-    Colab itself reads the token from the pasted text, not from a tab.
+    in a Referer). `/` leads to JupyterLab here, whose page tidies the address itself (and
+    keeps the token in its navigation entry for the launcher panel's URL, so the server does
+    not redirect it); on the runtime's own page (where `/` leads without JupyterLab) the
+    server redirects before the page loads. Colab reads the token from the pasted text.
     """
     driver = browser.driver
     driver.get(f"http://localhost:{rt.port}{page}?token={rt.token}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import typing as t
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,12 +25,18 @@ def token_in_address(handler: web.RequestHandler) -> bool:
     Only navigations (Sec-Fetch-Mode: navigate, sent by every current browser) qualify: Colab's
     own requests are fetches and WebSockets with the token in the query, and scripts send no
     Sec-Fetch headers; all of them keep working unchanged. API, file and WebSocket handlers
-    are left alone as well.
+    and JupyterLab's pages are left alone as well.
     """
     request = handler.request
     if request.method != "GET" or request.headers.get("Sec-Fetch-Mode") != "navigate":
         return False
     if isinstance(handler, (WebSocketHandler, APIHandler, web.StaticFileHandler)):
+        return False
+    # JupyterLab's pages remove the token from the address bar themselves, and the launcher
+    # panel reads it from the page's navigation entry to show the URL for Colab: a redirect
+    # would lose it there.
+    lab = sys.modules.get("jupyterlab_server.handlers")
+    if lab is not None and isinstance(handler, lab.LabHandler):
         return False
     return bool(handler.get_query_arguments("token"))
 
