@@ -173,6 +173,8 @@ async def test_cli_revoke_closes_socket_in_running_server(tmp_path):
         assert code == 201, body
         ws = await websocket_connect(ws_request(rt, body["id"]))
         assert await execute(ws, "print('before')") == "before\n"
+        started = time.time()
+        closing = asyncio.ensure_future(closed_within(ws, 60))
         proc = await asyncio.create_subprocess_exec(
             *cli_argv("token", "--token-file", str(rt.token_file), "revoke", "test"),
             stdout=asyncio.subprocess.PIPE,
@@ -180,8 +182,8 @@ async def test_cli_revoke_closes_socket_in_running_server(tmp_path):
         )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err
-        revoked_at = time.monotonic()
-        code, _ = await closed_within(ws, 10)
-        waited = time.monotonic() - revoked_at
+        code, waited = await closing
+        # From the moment the CLI replaced the token file to the moment the socket closed.
+        delay = started + waited - rt.token_file.stat().st_mtime
         assert code == 1008
-        assert waited <= CLOSE_WITHIN + SLACK, f"closed after {waited:.2f} s"
+        assert delay <= CLOSE_WITHIN + SLACK, f"closed {delay:.2f} s after the revoke"
