@@ -34,6 +34,7 @@ class SocketGuard:
             weakref.WeakKeyDictionary()
         )
         self._timer: PeriodicCallback | None = None
+        self._store_broken = False
 
     def watch(self, handler: t.Any, name: str, generation: str) -> None:
         """Note a WebSocket handler authenticated by token `name` at rotation `generation`."""
@@ -67,8 +68,11 @@ class SocketGuard:
                     verdicts[key] = self._why_dead(*key)
                 except TokenError as e:
                     # An unreadable store refuses new requests; open sockets wait for a fix.
-                    self.log.warning("colabremote: cannot check open sockets: %s", e)
+                    if not self._store_broken:
+                        self.log.warning("colabremote: cannot check open sockets: %s", e)
+                    self._store_broken = True
                     return closed
+                self._store_broken = False
             reason = verdicts[key]
             if reason is None:
                 continue
@@ -77,10 +81,6 @@ class SocketGuard:
             handler.close(CLOSE_POLICY_VIOLATION, reason[:120])
             closed += 1
         return closed
-
-    def open_count(self) -> int:
-        """Sockets currently watched and open."""
-        return sum(1 for h in list(self._sockets) if h.ws_connection is not None)
 
     def stop(self) -> None:
         """Stop the periodic sweep (server shutdown)."""
