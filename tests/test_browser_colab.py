@@ -378,3 +378,60 @@ def test_runtime_log_never_shows_the_token(rt, browser, colab_page, evil_page):
     assert gone in log and "Refusing request" in log  # both requests were logged
     leaks = [line for line in log.splitlines() if rt.token in line]
     assert not leaks, "\n".join(leaks)
+
+
+def test_colab_page_cannot_open_a_shell_or_take_over_tokens(rt, browser, colab_page):
+    """Least privilege for Colab's origin (issue 10, item 11): a script on Colab's page (an
+    XSS there) that holds the token still runs kernels, but cannot start a terminal, open a
+    terminal's WebSocket, or list, rotate or revoke tokens. The companion (no Origin) can.
+    """
+    status, _, text = api(rt, "POST", "/api/terminals", body=b"{}")
+    assert status == 200, text
+    terminal = json.loads(text)["name"]
+    browser.open(colab_page.origin)
+    browser.grant_loopback(colab_page.origin)
+    base, token = pasted(browser, rt.url)
+    assert browser.request(f"{base}/api/kernelspecs?token={token}").get("status") == 200
+    for method, path in (
+        ("POST", "/api/terminals"),
+        ("GET", "/colabremote/api/tokens"),
+        ("POST", "/colabremote/api/tokens/test/rotate"),
+        ("DELETE", "/colabremote/api/tokens/test"),
+    ):
+        init = {"method": method, **({"body": "{}"} if method == "POST" else {})}
+        got = browser.request(f"{base}{path}?token={token}", init)
+        assert got.get("status") == 403, (method, path, got)
+    ws_url = f"ws://localhost:{rt.port}/terminals/websocket/{terminal}?token={token}"
+    ws = browser.execute(ws_url, "id", ms=10000)
+    assert not ws["opened"], ws
+    # Nothing changed: one terminal, the token neither rotated nor revoked.
+    status, _, text = api(rt, "GET", "/api/terminals")
+    assert status == 200 and [t["name"] for t in json.loads(text)] == [terminal], text
+    status, _, text = api(rt, "GET", "/colabremote/api/tokens")
+    assert status == 200 and [t["name"] for t in json.loads(text)["tokens"]] == ["test"], text
+
+
+@pytest.mark.parametrize("page", ["/", "/colabremote"])
+def test_opening_the_url_in_a_tab_drops_the_token_from_the_address_bar(rt, browser, page):
+    """A user who opens the runtime's URL (`http://localhost:PORT/?token=...`) in a tab ends
+    up logged in on the same page without the token in the address bar (nor in history, nor
+    in a Referer). `/` leads to JupyterLab here, whose page tidies the address itself (and
+    keeps the token in its navigation entry for the launcher panel's URL, so the server does
+    not redirect it); on the runtime's own page (where `/` leads without JupyterLab) the
+    server redirects before the page loads. Colab reads the token from the pasted text.
+    """
+    driver = browser.driver
+    driver.get(f"http://localhost:{rt.port}{page}?token={rt.token}")
+    end = time.monotonic() + 20
+    while "token=" in driver.current_url and time.monotonic() < end:
+        time.sleep(0.05)
+    url = driver.current_url
+    assert "token" not in url, url
+    assert url.startswith(f"http://localhost:{rt.port}/") and "/login" not in url, url
+    # Logged in by the cookie set on the way: the page's own request needs no token.
+    status = driver.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/api/kernels').then(r => done(r.status)).catch(e => done(String(e)));"
+    )
+    assert status == 200
+    assert rt.token not in driver.execute_script("return location.href + document.referrer")

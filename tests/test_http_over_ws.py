@@ -236,7 +236,7 @@ async def test_http_errors_pass_through(ws_connect):
     ws.close()
 
 
-async def test_proxied_request_carries_token_not_cookies_or_origin(ws_connect, echo, token):
+async def test_proxied_request_carries_token_and_origin_not_cookies(ws_connect, echo, token):
     ws = await ws_connect(
         headers={"Origin": COLAB_ORIGIN, "Cookie": "_xsrf=abc; other=1"},
         params={"min_version": "0.0.7"},
@@ -246,13 +246,46 @@ async def test_proxied_request_carries_token_not_cookies_or_origin(ws_connect, e
     # base_url is added to a root-relative path; the query is kept as sent, no "?_xsrf=".
     assert seen["uri"] == "/a%40b/test-echo?a=1&b=%20x"
     assert seen["headers"]["Authorization"] == f"token {token}"
-    assert "Origin" not in seen["headers"]
+    # The page's origin goes along, so its origin rules apply to what it asks through us.
+    assert seen["headers"]["Origin"] == COLAB_ORIGIN
     assert "Cookie" not in seen["headers"]
 
     # A path that already carries base_url is used as is.
     frames = await roundtrip(ws, "GET", "/a%40b/test-echo?c=2", message_id="2")
     assert json.loads(body_of(frames))["uri"] == "/a%40b/test-echo?c=2"
     ws.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/terminals"),
+        ("GET", "/colabremote/api/tokens"),
+        ("PUT", "/colabremote/api/forward"),
+    ],
+)
+async def test_colab_page_gets_no_shell_or_token_api_through_the_tunnel(ws_connect, method, path):
+    """The least-privilege rule (no terminals, tokens or forwards for Colab's origin) holds for
+    requests Colab tunnels through http-over-ws, which the server makes to itself."""
+    ws = await ws_connect(headers={"Origin": COLAB_ORIGIN})
+    body = '{"local_port": 9000}' if method == "PUT" else "{}" if method == "POST" else None
+    extra = {"body": body} if body is not None else {}
+    frames = await roundtrip(ws, method, path, **extra)
+    assert frames[0]["status"] == 403
+    frames = await roundtrip(ws, "GET", "/api/kernelspecs", message_id="2")
+    assert frames[0]["status"] == 200
+    ws.close()
+
+
+async def test_colab_page_gets_no_terminal_through_proxied_ws(ws_connect, jp_fetch):
+    """A terminal WebSocket relayed by `proxied_ws` for Colab's page is refused."""
+    name = json.loads((await jp_fetch("api", "terminals", method="POST", body="{}")).body)["name"]
+    with pytest.raises(HTTPClientError) as e:
+        await ws_connect(
+            f"http_over_websocket/proxied_ws/terminals/websocket/{name}",
+            headers={"Origin": COLAB_ORIGIN},
+        )
+    assert e.value.code == 403
 
 
 async def test_concurrent_requests_on_one_socket(ws_connect, echo):

@@ -23,6 +23,15 @@ def test_scrub_masks_query_and_header_tokens():
     assert scrub(encoded).endswith("%3Ftoken%3D[secret]")
 
 
+def test_scrub_masks_token_names_in_any_encoding():
+    """Tornado decodes parameter names, so `%74oken` is a token; nested URLs too."""
+    assert scrub(f"GET /?%74oken={TOKEN}&a=1") == "GET /?%74oken=[secret]&a=1"
+    assert scrub(f"GET /?TO%4BEN={TOKEN}") == "GET /?TO%4BEN=[secret]"
+    nested = f"/h?u=http%3A//h/%3F%2574oken%3D%61{TOKEN}%26b%3D1"
+    assert scrub(nested) == "/h?u=http%3A//h/%3F%2574oken%3D[secret]%26b%3D1"
+    assert scrub("GET /x?tokens=1&my_token=2") == "GET /x?tokens=1&my_token=2"
+
+
 def test_filter_rewrites_tornado_error_records(caplog):
     """tornado.general logs raw URIs on errors: the filter masks them before any handler."""
     install()

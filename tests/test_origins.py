@@ -124,3 +124,47 @@ async def test_kernel_websocket_origin_rules(jp_fetch, jp_ws_fetch):
             assert e.value.code == 403
     finally:
         await jp_fetch("api", "kernels", kid, method="DELETE")
+
+
+async def _code(jp_fetch, *parts: str, origin: str | None, method: str = "GET", body=None):
+    headers = {"Origin": origin} if origin else {}
+    try:
+        return (await jp_fetch(*parts, method=method, body=body, headers=headers)).code
+    except HTTPClientError as e:
+        return e.code
+
+
+#: What a page on Colab's origin must not reach: a shell, and the token and forward API.
+OWN_ORIGIN_ONLY = [
+    ("POST", ("api", "terminals"), "{}"),
+    ("GET", ("api", "terminals"), None),
+    ("GET", ("colabremote", "api", "tokens"), None),
+    ("POST", ("colabremote", "api", "tokens", "test", "rotate"), ""),
+    ("DELETE", ("colabremote", "api", "tokens", "test"), None),
+    ("PUT", ("colabremote", "api", "forward"), '{"local_port": 9000}'),
+]
+
+
+@pytest.mark.parametrize(("method", "parts", "body"), OWN_ORIGIN_ONLY)
+async def test_colab_origin_gets_no_shell_or_token_api(jp_fetch, jp_http_port, method, parts, body):
+    """Least privilege (issue 10, item 11): even with a valid token, Colab's origin (an XSS
+    there) cannot open a terminal or touch tokens and forwards; the companion (no Origin) and
+    JupyterLab (the server's own origin) still can."""
+    assert await _code(jp_fetch, *parts, origin=COLAB_ORIGIN, method=method, body=body) == 403
+    # Nothing happened: the token still works, Colab still reaches what it needs.
+    assert await _code(jp_fetch, "api", "kernelspecs", origin=COLAB_ORIGIN) == 200
+    own = f"http://127.0.0.1:{jp_http_port}"
+    if method in ("GET", "PUT"):
+        assert await _code(jp_fetch, *parts, origin=own, method=method, body=body) in (200, 204)
+        assert await _code(jp_fetch, *parts, origin=None, method=method, body=body) in (200, 204)
+
+
+async def test_colab_origin_gets_no_terminal_websocket(jp_fetch, jp_ws_fetch):
+    """The terminal WebSocket is refused to Colab's origin, opened for a script."""
+    name = json.loads((await jp_fetch("api", "terminals", method="POST", body="{}")).body)["name"]
+    with pytest.raises((HTTPClientError, WebSocketClosedError)) as e:
+        await jp_ws_fetch("terminals", "websocket", name, headers={"Origin": COLAB_ORIGIN})
+    if isinstance(e.value, HTTPClientError):
+        assert e.value.code == 403
+    ws = await jp_ws_fetch("terminals", "websocket", name)
+    ws.close()

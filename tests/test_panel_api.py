@@ -61,6 +61,72 @@ async def test_revoke_and_unknown_names(jp_fetch, token_file):
     assert "no token named 'nope'" in json.loads(e.value.response.body)["message"]
 
 
+async def _code(jp_fetch, secret: str, *parts: str, method: str = "GET", body=None) -> int:
+    try:
+        r = await jp_fetch(
+            *parts, method=method, body=body, headers={"Authorization": f"token {secret}"}
+        )
+        return r.code
+    except HTTPClientError as e:
+        return e.code
+
+
+async def test_guest_token_manages_only_itself(jp_fetch, token_file, token):
+    """With only a token that expires (a guest token), nothing else can be seen or taken over:
+    the owner's token cannot be rotated (which would hand over its new secret) or revoked,
+    nor another guest's, and no forward can be reported; the guest may rotate and revoke
+    itself, and its rotation keeps the expiry. The owner token keeps full control."""
+    store = TokenStore(token_file)
+    guest = store.create("guest", expires_in=3600)
+    other = store.create("other-guest", expires_in=3600)
+    listed = json.loads(
+        (
+            await jp_fetch(
+                "colabremote", "api", "tokens", headers={"Authorization": f"token {guest}"}
+            )
+        ).body
+    )
+    assert [r["name"] for r in listed["tokens"]] == ["guest"]
+    for victim in ("test", "other-guest"):
+        rotate = ("colabremote", "api", "tokens", victim, "rotate")
+        assert await _code(jp_fetch, guest, *rotate, method="POST", body="") == 403
+        revoke = ("colabremote", "api", "tokens", victim)
+        assert await _code(jp_fetch, guest, *revoke, method="DELETE") == 403
+    forward = json.dumps({"local_port": 9000, "client": "evil"})
+    assert (
+        await _code(jp_fetch, guest, "colabremote", "api", "forward", method="PUT", body=forward)
+        == 403
+    )
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch(
+            "colabremote", "api", "tokens", "test", "rotate", method="POST", body="",
+            headers={"Authorization": f"token {guest}"},
+        )  # fmt: skip
+    assert "guest token" in json.loads(e.value.response.body)["message"]
+    # Nothing changed: the owner's and the other guest's tokens still work.
+    assert await _code(jp_fetch, token, "api", "kernels") == 200
+    assert await _code(jp_fetch, other, "api", "kernels") == 200
+    # Itself: rotation keeps the expiry, then it may revoke itself.
+    expires = store.get("guest").expires
+    r = await jp_fetch(
+        "colabremote", "api", "tokens", "guest", "rotate", method="POST", body="",
+        headers={"Authorization": f"token {guest}"},
+    )  # fmt: skip
+    guest = json.loads(r.body)["token"]
+    assert store.get("guest").expires == expires
+    assert (
+        await _code(jp_fetch, guest, "colabremote", "api", "tokens", "guest", method="DELETE")
+        == 204
+    )
+    # The owner (no expiry) sees and manages every token.
+    listed = json.loads((await jp_fetch("colabremote", "api", "tokens")).body)
+    assert {r["name"] for r in listed["tokens"]} == {"test", "other-guest"}
+    assert (
+        await _code(jp_fetch, token, "colabremote", "api", "tokens", "other-guest", method="DELETE")
+        == 204
+    )
+
+
 async def test_forward_report_sets_the_colab_port(jp_fetch, jp_http_port):
     """When the companion reports its local port, the panel's URL uses it."""
     status = json.loads((await jp_fetch("colabremote", "api", "status")).body)

@@ -23,6 +23,7 @@ from .identity import TokenStoreIdentityProvider
 from .kernel_check import KERNEL_CHECK_HANDLERS
 from .landing import LANDING_HANDLERS, LANDING_PATH, jupyterlab_loaded
 from .origins import COLAB_ORIGIN_PATTERN, OriginPolicy, make_cors_transform
+from .socket_guard import SocketGuard
 from .status import StatusHandler
 from .token_handlers import TOKEN_HANDLERS, live_forwards
 
@@ -159,6 +160,8 @@ class ColabRemoteApp(ExtensionApp):
         self.token_store: TokenStore | None = None
         #: The allowed browser origins; None where Colab access is not enabled.
         self.origin_policy: OriginPolicy | None = None
+        #: Closes WebSockets of revoked tokens; None where Colab access is not enabled.
+        self.socket_guard: SocketGuard | None = None
         #: The client http-over-websocket replays requests with (made on first use).
         self.http_over_ws_client: t.Any = None
 
@@ -194,6 +197,8 @@ class ColabRemoteApp(ExtensionApp):
             )
             identity = self.serverapp.identity_provider
             identity.token_store, identity.origin_policy = self.token_store, self.origin_policy
+            self.socket_guard = SocketGuard(self.token_store, self.log)
+            identity.socket_guard = self.socket_guard
             self.serverapp.web_app.transforms.append(make_cors_transform(self.origin_policy))
             if configured_token(self.serverapp):
                 self.log.warning(
@@ -306,6 +311,8 @@ class ColabRemoteApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Record last-use times, close the replay client and remove the runtime file."""
+        if self.socket_guard is not None:
+            self.socket_guard.stop()
         if self.http_over_ws_client is not None:
             self.http_over_ws_client.close()
             self.http_over_ws_client = None

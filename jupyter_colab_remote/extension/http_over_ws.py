@@ -317,6 +317,10 @@ class ColabWebSocketHandler(
         # The client's Host (already accepted by check_host): the server then sees the
         # request as the client addressed it, and names its login cookie the same.
         headers = {"Host": self.request.host}
+        if origin := self.request.headers.get("Origin"):
+            # Made for that page: the server applies the page's origin rules (no terminals
+            # or token API for Colab's origin) as if the page had asked directly.
+            headers["Origin"] = origin
         if self.auth_token:
             headers["Authorization"] = f"token {self.auth_token}"
             return headers

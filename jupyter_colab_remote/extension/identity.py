@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import json
+import sys
 import typing as t
+from urllib.parse import parse_qsl, urlencode
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import IdentityProvider, User
-from tornado import web
+from jupyter_server.base.handlers import APIHandler
+from tornado import httputil, web
+from tornado.websocket import WebSocketHandler
 from traitlets import Instance, Unicode
 
 from ..tokens import TokenRecord, TokenStore
 from .origins import OriginPolicy
+from .socket_guard import SocketGuard
+
+
+def token_in_address(handler: web.RequestHandler) -> bool:
+    """True for a browser's page navigation (GET) carrying the token in its query.
+
+    Only navigations (Sec-Fetch-Mode: navigate, sent by every current browser) qualify: Colab's
+    own requests are fetches and WebSockets with the token in the query, and scripts send no
+    Sec-Fetch headers; all of them keep working unchanged. API, file and WebSocket handlers
+    and JupyterLab's pages are left alone as well.
+    """
+    request = handler.request
+    if request.method != "GET" or request.headers.get("Sec-Fetch-Mode") != "navigate":
+        return False
+    if isinstance(handler, (WebSocketHandler, APIHandler, web.StaticFileHandler)):
+        return False
+    # JupyterLab's pages remove the token from the address bar themselves, and the launcher
+    # panel reads it from the page's navigation entry to show the URL for Colab: a redirect
+    # would lose it there.
+    lab = sys.modules.get("jupyterlab_server.handlers")
+    if lab is not None and isinstance(handler, lab.LabHandler):
+        return False
+    return bool(handler.get_query_arguments("token"))
+
+
+def address_without_token(request: httputil.HTTPServerRequest) -> str:
+    """The request's path and query minus every `token` parameter (however it was encoded)."""
+    query = [(k, v) for k, v in parse_qsl(request.query, keep_blank_values=True) if k != "token"]
+    path = "/" + request.path.lstrip("/")  # never "//host": that would leave the server
+    return f"{path}?{urlencode(query)}" if query else path
 
 
 class TokenStoreIdentityProvider(IdentityProvider):
@@ -23,7 +57,12 @@ class TokenStoreIdentityProvider(IdentityProvider):
     - the login cookie records which token (and which rotation of it) it came from, so
       revoking a token also ends the browser sessions opened with it;
     - a request whose Origin is neither the server itself nor on the allow-list is
-      refused even with a valid token (stock jupyter_server accepts any origin then).
+      refused even with a valid token (stock jupyter_server accepts any origin then), and
+      allowed other origins (Colab) cannot reach terminals or the token and forward API;
+    - every WebSocket is noted with its token, so revoking, rotating or expiring that token
+      closes it (`socket_guard`);
+    - a browser that navigates to a page with `?token=` gets its login cookie and is sent to
+      the same address without the token, so it leaves the address bar and history.
     """
 
     # There is no single server token: keep jupyter_server from generating or printing one,
@@ -40,6 +79,11 @@ class TokenStoreIdentityProvider(IdentityProvider):
         OriginPolicy,
         allow_none=True,
         help="Browser origins allowed to use the server; set by the colabremote extension.",
+    )
+    socket_guard = Instance(
+        SocketGuard,
+        allow_none=True,
+        help="Closes WebSockets whose token is revoked; set by the colabremote extension.",
     )
 
     @property
@@ -59,16 +103,37 @@ class TokenStoreIdentityProvider(IdentityProvider):
     def _origin_refused(self, handler: web.RequestHandler) -> bool:
         policy = self.origin_policy
         origin = handler.request.headers.get("Origin")
-        if policy is None or policy.allows(origin, handler.request.host):
+        request = handler.request
+        if policy is None:
             return False
-        self.log.warning("Refusing request from origin %s to %s", origin, handler.request.path)
-        return True
+        if not policy.allows(origin, request.host):
+            self.log.warning("Refusing request from origin %s to %s", origin, request.path)
+            return True
+        base_url = handler.settings.get("base_url", "/")
+        if not policy.allows_path(origin, request.host, request.path, base_url):
+            self.log.warning(
+                "Refusing %s from origin %s: only the server's own pages may use it",
+                request.path,
+                origin,
+            )
+            return True
+        return False
 
     async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
         """Return the user for a request from an allowed origin with a live token or cookie."""
         if self._origin_refused(handler):
             return None
-        return await ensure_async(super().get_user(handler))
+        user = await ensure_async(super().get_user(handler))
+        if user is None:
+            return None
+        used = getattr(handler, "_colabremote_token", None)
+        if used and self.socket_guard is not None and isinstance(handler, WebSocketHandler):
+            self.socket_guard.watch(handler, *used)
+        if used and token_in_address(handler):
+            # The login cookie is set (super().get_user did it): drop the token from the URL.
+            handler.redirect(address_without_token(handler.request), permanent=False)
+            raise web.Finish()
+        return user
 
     async def get_user_token(self, handler: web.RequestHandler) -> User | None:
         """Identify the user by a token in the query or the Authorization header."""
@@ -104,7 +169,9 @@ class TokenStoreIdentityProvider(IdentityProvider):
             return None
         if self.token_store is None or not self.token_store.is_current(name, generation):
             return None
-        handler._colabremote_token = (name, generation)  # type: ignore[attr-defined]
+        # A token in the same request wins (jupyter_server prefers it): keep the one it noted.
+        if not hasattr(handler, "_colabremote_token"):
+            handler._colabremote_token = (name, generation)  # type: ignore[attr-defined]
         user = self._user_for(name)
         user._token = (name, generation)  # type: ignore[attr-defined]
         return user

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.web import OutputTransform
 
 #: Colab's page, and the sandbox origin Colab's own runtime image allows too.
 COLAB_ORIGIN_PATTERN = r"https://colab\.(research|sandbox)\.google\.com"
+
+#: Paths (under base_url) that only the server's own pages and non-browser clients may use:
+#: a shell, and the token and forward API. Colab's page needs none of them, so a script
+#: injected into it can neither open a shell nor take over tokens.
+OWN_ORIGIN_ONLY = re.compile(
+    r"(api/terminals|terminals/websocket|colabremote/api/(tokens|forward))(/|$)"
+)
+
+#: Sent on every response. Not "no-referrer": jupyter_server accepts a GET of /files/ without
+#: an XSRF token only when its Referer is the server itself (JupyterLab's "open in new tab" and
+#: downloads). Other sites never see the address, whose query may hold the token.
+REFERRER_POLICY = "same-origin"
 
 
 def same_origin(origin: str, host: str) -> bool:
@@ -38,9 +50,18 @@ class OriginPolicy:
             return True
         return same_origin(origin, host) or self.allows_cross_origin(origin)
 
+    def allows_path(self, origin: str | None, host: str, path: str, base_url: str = "/") -> bool:
+        """Least privilege for other origins: no terminals, tokens or forwards from them."""
+        if not origin or same_origin(origin, host):
+            return True
+        relative = path[len(base_url) :] if path.startswith(base_url) else path
+        # Decoded: whatever escapes a client chose, it must not slip past the rule.
+        return OWN_ORIGIN_ONLY.match(unquote(relative).lstrip("/")) is None
+
 
 def make_cors_transform(policy: OriginPolicy) -> type[OutputTransform]:
-    """Build a tornado output transform that applies `policy` to every response.
+    """Build a tornado output transform that applies `policy` (and the Referrer-Policy) to
+    every response.
 
     Why a transform: jupyter_server's own handlers (kernels, sessions, contents) set
     CORS headers from settings that cannot express "Colab only, and never anyone
@@ -60,6 +81,7 @@ def make_cors_transform(policy: OriginPolicy) -> type[OutputTransform]:
             self, status_code: int, headers: HTTPHeaders, chunk: bytes, finishing: bool
         ) -> tuple[int, HTTPHeaders, bytes]:
             origin = self._origin
+            headers.setdefault("Referrer-Policy", REFERRER_POLICY)
             if origin and policy.allows_cross_origin(origin):
                 headers["Access-Control-Allow-Origin"] = origin
                 headers["Access-Control-Allow-Credentials"] = "true"

@@ -30,6 +30,13 @@ def session_token_name(handler: APIHandler) -> str | None:
     return used[0] if used else None
 
 
+def session_is_guest(handler: ColabRemoteAPIHandler) -> bool:
+    """True when the request's token has an expiry: a guest token (see `check_may_manage`)."""
+    name = session_token_name(handler)
+    record = handler.store.get(name) if name else None
+    return record is not None and record.expires is not None
+
+
 class ColabRemoteAPIHandler(ExtensionHandlerMixin, APIHandler):
     """Base of the extension's JSON API: its app, and the `colabremote` auth resource."""
 
@@ -47,6 +54,18 @@ class ColabRemoteAPIHandler(ExtensionHandlerMixin, APIHandler):
         assert store is not None  # opened in initialize_settings, before any route exists
         return store
 
+    def check_may_manage(self, name: str) -> None:
+        """The rule between tokens: a token with an expiry is a guest token and may see,
+        rotate and revoke only itself; a token without one is an owner token (full control).
+
+        So a time-limited URL handed to someone cannot outlive its expiry through another
+        token, nor lock the owner out. (It still runs code as the runtime's user.)
+        """
+        if session_is_guest(self) and session_token_name(self) != name:
+            raise web.HTTPError(
+                403, "a token with an expiry (a guest token) may manage only itself"
+            )
+
 
 class TokensHandler(ColabRemoteAPIHandler):
     """`GET /colabremote/api/tokens`: names and times (never secrets)."""
@@ -54,11 +73,13 @@ class TokensHandler(ColabRemoteAPIHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        """List tokens; `current` names the one this browser session uses."""
+        """List tokens; `current` names the one this browser session uses. A guest token
+        sees only itself."""
         current = session_token_name(self)
-        self.finish(
-            json.dumps({"tokens": [r.public() for r in self.store.records()], "current": current})
-        )
+        records = self.store.records()
+        if session_is_guest(self):
+            records = [r for r in records if r.name == current]
+        self.finish(json.dumps({"tokens": [r.public() for r in records], "current": current}))
 
 
 class TokenHandler(ColabRemoteAPIHandler):
@@ -70,6 +91,7 @@ class TokenHandler(ColabRemoteAPIHandler):
         """Rotate: return the new secret once, and keep this browser session logged in."""
         if action != "rotate":
             raise web.HTTPError(404)
+        self.check_may_manage(name)
         try:
             secret = self.store.rotate(valid_name(name))
         except TokenError as e:
@@ -85,7 +107,8 @@ class TokenHandler(ColabRemoteAPIHandler):
     @web.authenticated
     @authorized
     def delete(self, name: str, action: str = "") -> None:
-        """Revoke a token (refused from the next request on)."""
+        """Revoke a token: refused from the next request on, its open sockets closed."""
+        self.check_may_manage(name)
         try:
             self.store.revoke(valid_name(name))
         except TokenError as e:
@@ -100,7 +123,12 @@ class ForwardHandler(ColabRemoteAPIHandler):
     @web.authenticated
     @authorized
     def put(self) -> None:
-        """Record {"local_port": N, "client": "laptop"}."""
+        """Record {"local_port": N, "client": "laptop"} (owner tokens only: the port decides
+        the URL the panel shows)."""
+        if session_is_guest(self):
+            raise web.HTTPError(
+                403, "a token with an expiry (a guest token) cannot report forwards"
+            )
         try:
             body = self.get_json_body() or {}
             port = int(body["local_port"])
