@@ -1,0 +1,270 @@
+"""Ports that the runtime's own kernels (and their child processes) listen on, watched cheaply.
+
+Every WATCH_INTERVAL the watcher walks each local kernel's process tree
+(`/proc/PID/task/*/children`, not a scan of every process) and lists the socket inodes of
+those processes (`/proc/PID/fd`). Only when that set differs from the last round does it read
+the system's TCP tables (`/proc/net/tcp{,6}`, LISTEN entries), so a busy server's thousands
+of unrelated sockets cost nothing while nothing changes in the kernels (bench/bench_port_watch.py
+measures it). Processes of another account are never listed, nor a kernel's own listeners:
+those it has once all its connection-file ports listen (its ZMQ channels, ipykernel's IOPub
+pipe), taken as its baseline; user code can run only after that.
+Off Linux, psutil's per-process connections replace /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import sys
+import time
+import typing as t
+
+import psutil
+
+#: Seconds between rounds (a new listener is reported within about this long).
+WATCH_INTERVAL = 0.5
+#: Rounds a new socket that is not yet listening stays "pending" (socket() comes before
+#: listen(); a round falling in between must not miss the listen).
+PENDING_ROUNDS = 4
+#: TCP state LISTEN in /proc/net/tcp.
+TCP_LISTEN = "0A"
+#: Kernel connection-file ports, never forwarded.
+KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+LINUX = sys.platform.startswith("linux")
+
+
+def _hex_address(text: str) -> str:
+    """/proc/net/tcp's address (little-endian hex words) as text."""
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return ".".join(str(b) for b in raw[::-1])
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    return str(ipaddress.IPv6Address(b"".join(words)))
+
+
+def listening_inodes(proc_net: str = "/proc/net") -> dict[int, tuple[str, int]]:
+    """Every listening TCP socket of this network namespace: inode -> (address, port)."""
+    out: dict[int, tuple[str, int]] = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(os.path.join(proc_net, name)) as f:
+            next(f, None)  # header
+            for line in f:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != TCP_LISTEN:
+                    continue
+                addr, _, port = fields[1].partition(":")
+                out[int(fields[9])] = (_hex_address(addr), int(port, 16))
+    return out
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The socket inodes a process holds (its fds that are `socket:[N]`)."""
+    found = set()
+    with contextlib.suppress(OSError), os.scandir(f"/proc/{pid}/fd") as it:
+        for entry in it:
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry.path)
+                if target.startswith("socket:["):
+                    found.add(int(target[8:-1]))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants, from the kernel's children lists (no /proc scan)."""
+    if not LINUX:
+        with contextlib.suppress(psutil.Error):
+            return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        return []
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        with contextlib.suppress(OSError), os.scandir(f"/proc/{p}/task") as tasks:
+            for task in tasks:
+                with contextlib.suppress(OSError), open(f"{task.path}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return tree
+
+
+def owner(pid: int) -> int | None:
+    """The (effective) uid a process runs as, None if it is gone."""
+    if LINUX:
+        try:
+            return os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            return None
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).uids().effective
+    return None
+
+
+def process_label(pid: int) -> str:
+    """A name a person recognises: `tensorboard`, `http.server` (for python -m), `streamlit`."""
+    try:
+        proc = psutil.Process(pid)
+        argv, name = proc.cmdline(), proc.name()
+    except psutil.Error:
+        return "a process"
+    if argv and os.path.basename(argv[0]).startswith("python"):
+        rest = argv[1:]
+        while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+            rest = rest[1:]
+        if len(rest) >= 2 and rest[0] == "-m":
+            return rest[1]
+        if rest and rest[0] != "-c":
+            return os.path.basename(rest[0]).removesuffix(".py")
+    return name or "a process"
+
+
+def kernel_processes(kernel_manager: t.Any) -> list[tuple[str, str, int, set[int]]]:
+    """(kernel id, kernel name, pid, its own ZMQ ports) for each local kernel with a pid."""
+    out = []
+    for kid in list(kernel_manager.list_kernel_ids()):
+        try:
+            km = kernel_manager.get_kernel(kid)
+        except KeyError:
+            continue
+        provisioner = getattr(km, "provisioner", None)
+        pid = getattr(provisioner, "pid", None) or getattr(
+            getattr(provisioner, "process", None), "pid", None
+        )
+        if not isinstance(pid, int):
+            continue  # a kernel on a gateway or a remote provisioner: nothing to watch here
+        own = {getattr(km, n, 0) for n in KERNEL_PORT_NAMES} - {0, None}
+        out.append((kid, getattr(km, "kernel_name", "") or "", pid, own))
+    return out
+
+
+class PortWatcher:
+    """The ports kernels listen on, and a version that changes when they do."""
+
+    def __init__(self, kernel_manager: t.Any, uid: int | None = None) -> None:
+        self.kernel_manager = kernel_manager
+        self.uid = os.getuid() if uid is None else uid
+        #: Changes whenever `ports` does; starts with this process's start, so a restarted
+        #: runtime never repeats an old version.
+        self._epoch = f"{os.getpid()}.{int(time.time())}"
+        self._serial = 0
+        self.ports: list[dict[str, t.Any]] = []
+        self._inodes: set[int] = set()
+        self._pending: dict[int, int] = {}
+        self._labels: dict[tuple[int, float], str] = {}
+        #: Kernel pid -> the ports it listened on once ready (its own, never forwarded).
+        self._baseline: dict[int, set[int]] = {}
+        self._unsettled = False
+        self._changed: asyncio.Event | None = None
+        self.rounds = self.table_reads = 0
+
+    @property
+    def version(self) -> str:
+        """The current version of `ports`."""
+        return f"{self._epoch}.{self._serial}"
+
+    def needs_baseline(self) -> bool:
+        """True while a kernel has not been seen ready yet (its own ports are not known)."""
+        kernels = kernel_processes(self.kernel_manager)
+        return any(pid not in self._baseline for _, _, pid, _ in kernels)
+
+    def scan(self) -> bool:
+        """One round; True if the listed ports changed."""
+        self.rounds += 1
+        kernels = kernel_processes(self.kernel_manager)
+        trees = [(kid, name, pid, own, process_tree(pid)) for kid, name, pid, own in kernels]
+        live = {pid for _, _, pid, _, _ in trees}
+        self._baseline = {pid: b for pid, b in self._baseline.items() if pid in live}
+        if LINUX:
+            listeners = self._listeners_proc(trees)
+            if listeners is None:
+                return False  # no socket opened or closed since the last round
+        else:
+            listeners = self._listeners_psutil(trees)
+        found = []
+        for kid, name, kpid, own, tree in trees:
+            members = set(tree)
+            mine = [(pid, a, port) for pid, a, port in listeners if pid in members]
+            if kpid not in self._baseline:
+                # The kernel's own listeners (ZMQ channels, ipykernel's IOPub pipe) are those
+                # present once all its connection-file ports listen: user code runs later.
+                ports_now = {port for pid, _, port in mine if pid == kpid}
+                if not own <= ports_now:
+                    self._unsettled = True
+                    continue
+                self._baseline[kpid] = ports_now
+            for pid, address, port in mine:
+                if not (pid == kpid and port in self._baseline[kpid]):
+                    found.append((kid, name, pid, address, port))
+        return self._publish(found)
+
+    def _listeners_proc(self, trees: list[t.Any]) -> list[tuple[int, str, int]] | None:
+        """(pid, address, port) of the trees' listening sockets; None when unchanged."""
+        held: dict[int, int] = {}  # inode -> pid holding it
+        for *_, tree in trees:
+            for pid in tree:
+                for inode in socket_inodes(pid):
+                    held.setdefault(inode, pid)
+        inodes = set(held)
+        # Pending: new sockets that were not listening yet when last looked at.
+        self._pending = {i: n - 1 for i, n in self._pending.items() if n > 1 and i in inodes}
+        if inodes == self._inodes and not self._pending and not self._unsettled:
+            return None
+        new = inodes - self._inodes
+        self._inodes, self._unsettled = inodes, False
+        self.table_reads += 1
+        table = listening_inodes()
+        for inode in new:
+            if inode not in table:
+                self._pending[inode] = PENDING_ROUNDS
+        return [(pid, *table[inode]) for inode, pid in held.items() if inode in table]
+
+    def _listeners_psutil(self, trees: list[t.Any]) -> list[tuple[int, str, int]]:
+        found = []
+        for *_, tree in trees:
+            for pid in tree:
+                with contextlib.suppress(psutil.Error):
+                    for c in psutil.Process(pid).net_connections("tcp"):
+                        if c.status == psutil.CONN_LISTEN:
+                            found.append((pid, c.laddr.ip, c.laddr.port))
+        return found
+
+    def _label(self, pid: int) -> str:
+        with contextlib.suppress(psutil.Error):
+            key = (pid, psutil.Process(pid).create_time())
+            if key not in self._labels:
+                self._labels[key] = process_label(pid)
+            return self._labels[key]
+        return "a process"
+
+    def _publish(self, found: list[tuple[str, str, int, str, int]]) -> bool:
+        ports: dict[int, dict[str, t.Any]] = {}
+        for kid, name, pid, address, port in sorted(found, key=lambda f: (f[4], ":" in f[3])):
+            # Only this account's processes: a kernel's child may have switched users.
+            if port in ports or owner(pid) != self.uid:
+                continue
+            ports[port] = {
+                "port": port,
+                "address": address,
+                "pid": pid,
+                "process": self._label(pid),
+                "kernel_id": kid,
+                "kernel_name": name,
+            }
+        listed = sorted(ports.values(), key=lambda p: p["port"])
+        if listed == self.ports:
+            return False
+        self.ports = listed
+        self._serial += 1
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        return True
+
+    async def wait_change(self, since: str, timeout: float) -> None:
+        """Return once the version differs from `since`, or after `timeout` seconds."""
+        if since != self.version:
+            return
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
