@@ -1,9 +1,10 @@
 """Ports that the runtime's own kernels (and their child processes) listen on, watched cheaply.
 
 Every WATCH_INTERVAL the watcher walks each local kernel's process tree
-(`/proc/PID/task/*/children`, not a scan of every process) and lists the socket inodes of
-those processes (`/proc/PID/fd`). Only when that set differs from the last round does it read
-the system's TCP tables (`/proc/net/tcp{,6}`, LISTEN entries), so a busy server's thousands
+(`/proc/PID/task/*/children`, not a scan of every process) and lists the TCP socket inodes
+of those processes (`/proc/PID/fd`; a new socket's protocol is asked once). Only when that set
+differs from the last round does it ask the kernel for the listening TCP sockets (sock_diag
+over netlink, LISTEN only; /proc/net/tcp{,6} as a fallback), so a busy server's thousands
 of unrelated sockets cost nothing while nothing changes in the kernels (bench/bench_port_watch.py
 measures it). Processes of another account are never listed, nor a kernel's own listeners:
 those it has once all its connection-file ports listen (its ZMQ channels, ipykernel's IOPub
@@ -17,6 +18,8 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import socket
+import struct
 import sys
 import time
 import typing as t
@@ -30,6 +33,9 @@ WATCH_INTERVAL = 0.5
 PENDING_ROUNDS = 4
 #: TCP state LISTEN in /proc/net/tcp.
 TCP_LISTEN = "0A"
+#: sock_diag over netlink (linux/sock_diag.h, linux/netlink.h).
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
 #: Kernel connection-file ports, never forwarded.
 KERNEL_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
 LINUX = sys.platform.startswith("linux")
@@ -44,8 +50,10 @@ def _hex_address(text: str) -> str:
     return str(ipaddress.IPv6Address(b"".join(words)))
 
 
-def listening_inodes(proc_net: str = "/proc/net") -> dict[int, tuple[str, int]]:
-    """Every listening TCP socket of this network namespace: inode -> (address, port)."""
+def proc_listeners(proc_net: str = "/proc/net") -> dict[int, tuple[str, int]]:
+    """Every listening TCP socket of this network namespace from /proc/net/tcp{,6}:
+    inode -> (address, port). The kernel prints every socket, TIME_WAIT included: slow on
+    a busy server (tens of ms), so only a fallback for sock_diag."""
     out: dict[int, tuple[str, int]] = {}
     for name in ("tcp", "tcp6"):
         with contextlib.suppress(OSError), open(os.path.join(proc_net, name)) as f:
@@ -59,16 +67,69 @@ def listening_inodes(proc_net: str = "/proc/net") -> dict[int, tuple[str, int]]:
     return out
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """The socket inodes a process holds (its fds that are `socket:[N]`)."""
-    found = set()
+def diag_listeners() -> dict[int, tuple[str, int]]:
+    """The same from the kernel's sock_diag netlink interface, asking for LISTEN sockets only
+    (the kernel filters: ~0.1 ms however many connections the server has). OSError if the
+    interface is not there."""
+    out: dict[int, tuple[str, int]] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as s:
+        s.settimeout(2.0)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            # inet_diag_req_v2: family, protocol, extensions, pad, states; a zero socket id.
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
+            flags = NLM_F_REQUEST | NLM_F_DUMP
+            s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, flags, seq, 0) + req)
+            done = False
+            while not done:
+                data = s.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, off)
+                    if kind == NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == NLMSG_ERROR or length < 16:
+                        raise OSError("sock_diag refused the request")
+                    # inet_diag_msg: family, state, timer, retrans, id (sport, dport, src,
+                    # dst, if, cookie), expires, rqueue, wqueue, uid, inode.
+                    msg = data[off + 16 : off + length]
+                    fam = msg[0]
+                    port = struct.unpack_from("!H", msg, 4)[0]
+                    src = msg[8:24] if fam == socket.AF_INET6 else msg[8:12]
+                    inode = struct.unpack_from("=I", msg, 68)[0]
+                    out[inode] = (socket.inet_ntop(fam, src), port)
+                    off += (length + 3) & ~3
+                if not data:
+                    break
+    return out
+
+
+def listening_inodes() -> dict[int, tuple[str, int]]:
+    """Every listening TCP socket of this network namespace: inode -> (address, port)."""
+    try:
+        return diag_listeners()
+    except OSError:
+        return proc_listeners()
+
+
+def socket_fds(pid: int) -> dict[int, str]:
+    """The sockets a process holds: inode -> one of its /proc/PID/fd/N paths."""
+    found: dict[int, str] = {}
     with contextlib.suppress(OSError), os.scandir(f"/proc/{pid}/fd") as it:
         for entry in it:
             with contextlib.suppress(OSError):
                 target = os.readlink(entry.path)
                 if target.startswith("socket:["):
-                    found.add(int(target[8:-1]))
+                    found.setdefault(int(target[8:-1]), entry.path)
     return found
+
+
+def is_tcp(fd_path: str) -> bool:
+    """Whether the socket behind /proc/PID/fd/N is TCP (IPv4 or IPv6); unknown counts as TCP."""
+    try:
+        return os.getxattr(fd_path, "system.sockprotoname").rstrip(b"\0") in (b"TCP", b"TCPv6")
+    except OSError:
+        return True
 
 
 def process_tree(pid: int) -> list[int]:
@@ -154,6 +215,8 @@ class PortWatcher:
         #: Kernel pid -> the ports it listened on once ready (its own, never forwarded).
         self._baseline: dict[int, set[int]] = {}
         self._unsettled = False
+        #: Socket inode -> whether it is TCP (asked once per socket).
+        self._tcp: dict[int, bool] = {}
         self._changed: asyncio.Event | None = None
         self.rounds = self.table_reads = 0
 
@@ -198,12 +261,24 @@ class PortWatcher:
         return self._publish(found)
 
     def _listeners_proc(self, trees: list[t.Any]) -> list[tuple[int, str, int]] | None:
-        """(pid, address, port) of the trees' listening sockets; None when unchanged."""
+        """(pid, address, port) of the trees' listening sockets; None when unchanged.
+
+        Only TCP sockets count (a kernel's UNIX, UDP and netlink sockets come and go without
+        a table read); a TCP socket's protocol is asked once, when it first appears.
+        """
         held: dict[int, int] = {}  # inode -> pid holding it
+        seen: set[int] = set()
         for *_, tree in trees:
             for pid in tree:
-                for inode in socket_inodes(pid):
-                    held.setdefault(inode, pid)
+                for inode, path in socket_fds(pid).items():
+                    seen.add(inode)
+                    if inode not in held:
+                        if inode not in self._tcp:
+                            self._tcp[inode] = is_tcp(path)
+                        if self._tcp[inode]:
+                            held[inode] = pid
+        if len(self._tcp) > 2 * len(seen) + 64:  # forget sockets closed since
+            self._tcp = {i: v for i, v in self._tcp.items() if i in seen}
         inodes = set(held)
         # Pending: new sockets that were not listening yet when last looked at.
         self._pending = {i: n - 1 for i, n in self._pending.items() if n > 1 and i in inodes}
@@ -214,6 +289,7 @@ class PortWatcher:
         self.table_reads += 1
         table = listening_inodes()
         for inode in new:
+            # Not listening yet (or a connection): look again for a few rounds.
             if inode not in table:
                 self._pending[inode] = PENDING_ROUNDS
         return [(pid, *table[inode]) for inode, pid in held.items() if inode in table]
