@@ -242,3 +242,53 @@ def test_another_accounts_listener_is_never_forwarded(remote):
     finally:
         for proc in outside:
             stop_process(proc)
+
+
+@pytest.mark.browser
+def test_panel_lists_the_forwarded_port_and_its_link_opens_the_app(remote):
+    """Chromium: JupyterLab through the companion's URL; the panel lists the kernel's app with
+    a link to the companion's local port, the link opens the app, and the entry goes once the
+    app stops."""
+    from selenium.webdriver.common.by import By
+
+    from tests.harness.browser import browser_available
+    from tests.test_labextension import lab_browser, open_panel, panel_text, wait_for
+
+    missing = browser_available()
+    if missing:
+        pytest.skip(missing)
+    companion = remote.start()
+    record = companion.record()
+    url = record["url"]
+    kernel_id = start_kernel(url)
+    port = free_port()
+    t0 = time.monotonic()
+    pid = int(run_code(url, kernel_id, serve_code(port, "p", "app")))
+    forward_line(companion, rf"pid {pid}\) -> http://localhost:{port}$", t0)
+    token = url.rsplit("=", 1)[1]
+    with lab_browser() as driver:
+        open_panel(driver, f"http://localhost:{record['local_port']}/lab?token={token}")
+        link = wait_for(
+            "the forwarded port's link in the panel",
+            lambda: driver.find_element(
+                By.CSS_SELECTOR, f"#colabremote-panel [data-port='{port}'] .jp-ColabRemote-portLink"
+            ),
+            timeout=60,
+        )
+        assert link.text == f"localhost:{port}"
+        assert link.get_attribute("href") == f"http://localhost:{port}/"
+        label = panel_text(driver, f"[data-port='{port}'] .jp-ColabRemote-portLabel")
+        assert label == f"http.server (kernel python3, pid {pid}), port {port}"
+        lab = driver.current_window_handle
+        link.click()
+        wait_for("the app's tab", lambda: len(driver.window_handles) == 2)
+        driver.switch_to.window([h for h in driver.window_handles if h != lab][0])
+        wait_for("the app's listing", lambda: "marker-p.txt" in driver.page_source, timeout=30)
+        driver.switch_to.window(lab)
+
+        run_code(url, kernel_id, "app.kill(); app.wait()")
+        wait_for(
+            "the entry to go",
+            lambda: "No app is listening" in panel_text(driver, ".jp-ColabRemote-portList"),
+            timeout=30,
+        )
