@@ -1,0 +1,168 @@
+"""Forwarded ports' pure parts: option parsing, profiles, the lines shown, the runtime's report
+checks, /proc/net/tcp parsing and process names. The forwards themselves run end to end in
+tests/test_port_forwards.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from jupyter_colab_remote.companion.cli import main
+from jupyter_colab_remote.companion.errors import CompanionError
+from jupyter_colab_remote.companion.port_forwards import (
+    ForwardSpec,
+    forward_lines,
+    in_ranges,
+    parse_forwards,
+    parse_ignore,
+    target_address,
+)
+from jupyter_colab_remote.companion.profiles import companion_settings, lookup
+from jupyter_colab_remote.extension.listening_ports import (
+    diag_listeners,
+    proc_listeners,
+    process_label,
+)
+from jupyter_colab_remote.extension.ports_api import parse_report
+
+
+def test_forward_specs_from_the_command_line_and_profiles():
+    """PORT and LOCAL:REMOTE, repeated, or a profile's list or comma-separated string."""
+    assert parse_forwards(["6006", "18888:8888"]) == [
+        ForwardSpec(6006, 6006),
+        ForwardSpec(18888, 8888),
+    ]
+    assert parse_forwards("6006, 8501") == [ForwardSpec(6006, 6006), ForwardSpec(8501, 8501)]
+    assert parse_forwards([6006]) == [ForwardSpec(6006, 6006)]
+    assert parse_forwards(None) == []
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "70000", "1:2:3", ":80", "6006:", "6006,6006"])
+def test_bad_forward_specs_are_usage_errors(bad):
+    """Each names what is wrong, with exit code 2 (usage)."""
+    with pytest.raises(CompanionError) as e:
+        parse_forwards(bad)
+    assert e.value.exit_code == 2
+    assert "--forward" in str(e.value)
+
+
+def test_ignore_ranges():
+    """`8888,9000-9100`: single ports and inclusive ranges; nonsense is a usage error."""
+    ranges = parse_ignore(["8888", "9000-9100"])
+    assert [p for p in (8887, 8888, 9000, 9050, 9100, 9101) if in_ranges(p, ranges)] == [
+        8888,
+        9000,
+        9050,
+        9100,
+    ]
+    for bad in ("9100-9000", "x", "0"):
+        with pytest.raises(CompanionError):
+            parse_ignore(bad)
+
+
+def test_profiles_may_set_forwards(tmp_path):
+    """`forward`, `auto_forward` and `auto_forward_ignore` are profile keys."""
+    (tmp_path / "jupyter_colabremote_config.json").write_text(
+        json.dumps(
+            {
+                "ColabRemoteCompanion": {
+                    "profiles": {
+                        "gpu": {
+                            "host": "me@gpu",
+                            "forward": ["6006", "18501:8501"],
+                            "auto_forward": False,
+                            "auto_forward_ignore": "8888",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    profile = lookup("gpu", companion_settings([str(tmp_path)]))
+    assert parse_forwards(profile["forward"])[1] == ForwardSpec(18501, 8501)
+    assert profile["auto_forward"] is False
+
+
+def test_forward_needs_a_host():
+    """Without a host the runtime's ports are local already: a one-line usage error."""
+    with pytest.raises(CompanionError) as e:
+        main(["start", "--forward", "6006"])
+    assert e.value.exit_code == 2 and "needs a HOST" in str(e.value)
+
+
+def test_where_sshd_connects_and_the_lines_shown():
+    """Wildcard binds are reached on loopback; status/start lines name the process."""
+    assert target_address("0.0.0.0") == "127.0.0.1"
+    assert target_address("::") == "::1"
+    assert target_address("10.0.0.5") == "10.0.0.5"
+    lines = forward_lines(
+        [
+            {"url": "http://localhost:6006", "remote_port": 6006, "source": "explicit"},
+            {"url": "http://localhost:8001", "remote_port": 8000, "source": "auto",
+             "process": "http.server", "pid": 42, "kernel": "python3"},
+        ]
+    )  # fmt: skip
+    assert lines == [
+        "forward http://localhost:6006 -> port 6006 on the host (--forward)",
+        "forward http://localhost:8001 -> port 8000 on the host (http.server, kernel python3, "
+        "pid 42)",
+    ]
+
+
+def test_port_reports_are_checked():
+    """The companion's PUT: ports in range, at most a bounded list, sources normalised."""
+    client, forwards = parse_report(
+        {"client": "laptop", "forwards": [{"remote_port": 1, "local_port": 2, "source": "x"}]}
+    )
+    assert (client, forwards) == ("laptop", [{"remote_port": 1, "local_port": 2, "source": "auto"}])
+    for bad in ({}, {"forwards": [{"remote_port": 0, "local_port": 2}]}, {"forwards": "x"}, []):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            parse_report(bad)
+
+
+def test_proc_net_tcp_parsing(tmp_path):
+    """LISTEN entries only, IPv4 and IPv6 addresses decoded (a /proc/net/tcp copy)."""
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+    header += "  timeout inode\n"
+    (tmp_path / "tcp").write_text(
+        header
+        + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 111 1\n"
+        + "   1: 0100007F:1F91 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 112 1\n"
+    )
+    (tmp_path / "tcp6").write_text(
+        header + "   0: 00000000000000000000000001000000:1770 "
+        "00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 "
+        "0 0 113 1\n"
+    )
+    assert proc_listeners(str(tmp_path)) == {111: ("127.0.0.1", 8080), 113: ("::1", 6000)}
+
+
+def test_sock_diag_agrees_with_proc_net_tcp():
+    """The netlink answer lists the same listeners as /proc (a real socket of this process)."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+        try:
+            diag = diag_listeners()
+        except OSError:
+            pytest.skip("no sock_diag here")
+        # (Other processes on this machine may open listeners meanwhile: compare ours.)
+        assert ("127.0.0.1", port) in diag.values()
+        assert ("127.0.0.1", port) in proc_listeners().values()
+
+
+def test_process_labels():
+    """`python -m MODULE` is MODULE, `python script.py` is `script`, else the process name."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process_label(proc.pid) == "http.server"
+    finally:
+        proc.kill()
+        proc.wait(10)
