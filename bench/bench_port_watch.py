@@ -1,23 +1,26 @@
 """What the runtime's port watcher (extension/listening_ports.py) costs, idle and on a change.
 
-Usage: python -m bench.bench_port_watch [--kernels 1,10] [--sockets 0,20000] [--seconds 5]
+Usage: python -m bench.bench_port_watch [--kernels 0,1,10] [--sockets 0,20000]
+       [--processes 0,1000] [--seconds 5]
 
 Real processes and sockets, a stand-in kernel manager: N "kernels" are python processes, each
 holding six listening TCP sockets (like ipykernel's five ZMQ channels and IOPub pipe), twenty
 socketpairs and one child process with two sockets of its own; M "unrelated" sockets are
 loopback TCP connections held by other processes (M entries in /proc/net/tcp, as on a busy
-server). The watcher only needs the kernels' pids, so the kernel manager is a small object
-answering list_kernel_ids / get_kernel (the real one needs a Jupyter server; the figures are
-the watcher's own).
+server); P unrelated processes are `sleep` processes (the watcher lists /proc's pids each
+round to find a kernel's processes that left its tree). The watcher only needs the kernels'
+pids, so the kernel manager is a small object answering list_kernel_ids / get_kernel (the
+real one needs a Jupyter server; the figures are the watcher's own).
 
-For each (N, M) it reports, as CPU time of this process:
+For each (N, M, P) it reports, as CPU time of this process:
 - idle: the watcher's rounds at its real pace (one per WATCH_INTERVAL) for --seconds while
   nothing changes, as CPU ms per second of watching and % of one core;
 - change: one round right after a kernel opened a socket (the round that reads the TCP
   tables), in ms;
 - naive: one `psutil.net_connections()` (every socket of the machine, what a simple poller
   runs each round), in ms.
-Ratios: idle with M sockets vs M=0 (the idle cost must not grow with the server's sockets),
+Ratios: idle with M sockets and P processes vs none (the idle cost must not grow with the
+server's sockets, and little with its processes),
 and naive vs idle per round. Prints a table, then one JSON line. Every process is stopped by
 PID.
 """
@@ -110,10 +113,12 @@ def cpu() -> float:
     return time.process_time()
 
 
-def measure(n_kernels: int, n_sockets: int, seconds: float) -> dict:
-    """Idle, change and naive figures for N kernels and M unrelated sockets."""
+def measure(n_kernels: int, n_sockets: int, n_processes: int, seconds: float) -> dict:
+    """Idle, change and naive figures for N kernels, M unrelated sockets, P processes."""
     procs: list[subprocess.Popen] = []
     try:
+        for _ in range(n_processes):
+            procs.append(subprocess.Popen(["sleep", "3600"]))
         for i in range(0, n_sockets, SOCKETS_PER_PROCESS):
             n = min(SOCKETS_PER_PROCESS, n_sockets - i)
             u = subprocess.Popen([sys.executable, "-c", UNRELATED, str(n)],
@@ -160,6 +165,7 @@ def measure(n_kernels: int, n_sockets: int, seconds: float) -> dict:
         return {
             "kernels": n_kernels,
             "sockets": n_sockets,
+            "processes": n_processes,
             "rounds": rounds,
             "idle_ms_per_s": round(per_round / WATCH_INTERVAL * 1000, 3),
             "idle_core_percent": round(per_round / WATCH_INTERVAL * 100, 3),
@@ -181,22 +187,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", default="0,1,10")
     ap.add_argument("--sockets", default="0,20000")
+    ap.add_argument("--processes", default="0,1000")
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     rows = [
-        measure(int(n), int(m), args.seconds)
+        measure(int(n), int(m), int(p), args.seconds)
         for n in args.kernels.split(",")
         for m in args.sockets.split(",")
+        for p in args.processes.split(",")
     ]
-    base = {r["kernels"]: r for r in rows if r["sockets"] == 0}
+    base = {r["kernels"]: r for r in rows if r["sockets"] == 0 and r["processes"] == 0}
     print(f"port watcher, one round every {WATCH_INTERVAL} s (CPU of the watching process)")
     print(
-        f"{'kernels':>7} {'sockets':>7} {'idle ms/s':>9} {'core %':>7} {'idle round ms':>13} "
-        f"{'change round ms':>15} {'naive round ms':>14} {'idle vs M=0':>11} {'naive/idle':>10}"
+        f"{'kernels':>7} {'sockets':>7} {'procs':>5} {'idle ms/s':>9} {'core %':>7} "
+        f"{'idle round ms':>13} {'change round ms':>15} {'naive round ms':>14} "
+        f"{'idle vs none':>12} {'naive/idle':>10}"
     )
     for r in rows:
         b = base.get(r["kernels"])
-        r["idle_vs_no_sockets"] = (
+        r["idle_vs_none"] = (
             round(r["idle_round_ms"] / b["idle_round_ms"], 2)
             if b and b["idle_round_ms"] > 0
             else None
@@ -205,10 +214,10 @@ def main() -> None:
             round(r["naive_round_ms"] / r["idle_round_ms"], 1) if r["idle_round_ms"] > 0 else None
         )
         print(
-            f"{r['kernels']:>7} {r['sockets']:>7} {r['idle_ms_per_s']:>9} "
+            f"{r['kernels']:>7} {r['sockets']:>7} {r['processes']:>5} {r['idle_ms_per_s']:>9} "
             f"{r['idle_core_percent']:>7} {r['idle_round_ms']:>13} "
             f"{str(r['change_round_ms']):>15} {r['naive_round_ms']:>14} "
-            f"{str(r['idle_vs_no_sockets']):>11} {str(r['naive_vs_idle']):>10}"
+            f"{str(r['idle_vs_none']):>12} {str(r['naive_vs_idle']):>10}"
         )
     print(json.dumps({"interval_s": WATCH_INTERVAL, "results": rows}))
 

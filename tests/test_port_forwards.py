@@ -111,6 +111,8 @@ def test_explicit_forward_survives_a_link_cut(remote):
     run_code(url, kernel_id, serve_code(remote_port, "x", "app"))
     wait_listing(local, "marker-x.txt", 15)
     assert [f["local_port"] for f in status_forwards(remote)] == [local]
+    shown = remote.cli("status").stdout
+    assert f"forward http://localhost:{local} -> port {remote_port} on the host" in shown
     # The runtime knows the mapping (the panel's links come from it), and which process it is.
     ports = api(url, "GET", "/colabremote/api/status")["ports"]
     assert [(p["port"], p["process"], p["forwards"][0]["local_port"]) for p in ports] == [
@@ -171,6 +173,23 @@ def test_auto_forward_follows_a_kernels_listener(remote):
     wait_closed(port, NOTICE_BOUND)
     gone = time.monotonic() - t1
     print(f"served {served:.2f} s after start; forward gone {gone:.2f} s after the kill")
+
+    # Started with `&` from a shell (as `!app &` in a notebook): the shell exits at once and
+    # the app leaves the kernel's process tree, but it is the kernel's still.
+    orphan_port = free_port()
+    t3 = time.monotonic()
+    directory = "\n".join(serve_code(orphan_port, "d", "unused").splitlines()[:3])
+    shell = (
+        f"python3 -m http.server --bind 127.0.0.1 --directory site-d {orphan_port}"
+        " >/dev/null 2>&1 & echo $!"
+    )
+    code = f"{directory}\nprint(subprocess.run({shell!r}, shell=True, capture_output=True,"
+    pid = int(run_code(url, kernel_id, code + " text=True).stdout.strip())"))
+    orphan = rf"http\.server \(kernel python3, pid {pid}\) -> http://localhost:{orphan_port}$"
+    forward_line(companion, orphan, t3)
+    wait_listing(orphan_port, "marker-d.txt", NOTICE_BOUND)
+    run_code(url, kernel_id, f"import os, signal; os.kill({pid}, signal.SIGTERM)")
+    forward_line(companion, rf"closed http://localhost:{orphan_port}$", t3)
 
     # A port held here by something else: the next free port, and the line says so.
     held = socket.create_server(("127.0.0.1", free_port()))

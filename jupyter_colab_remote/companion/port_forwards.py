@@ -341,6 +341,9 @@ class PortForwards:
             kernel=p.get("kernel_name"),
         )
         with self._lock:
+            if self._stop.is_set():  # closing meanwhile: never leave a port open
+                forwarder.close()
+                return None
             self.forwards[port] = fwd
         forwarder.start()
         note = "" if fwd.local_port == port else f" (port {port} is in use here)"

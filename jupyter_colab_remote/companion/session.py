@@ -284,7 +284,7 @@ class Session:
                 status = verify_chain(port, self.token, mode=mode)
                 if mode == "native" and self.forwarder is not None:
                     report_forward(port, self.token, self.token_name)
-                    self.watch_ports(port)
+                    self.report_ports(port)
             check_python(port, self.token, self.where, runtime, status, self.ui)
         except BaseException:
             self.close()
@@ -298,6 +298,9 @@ class Session:
             companion = {"companion_pid": me.pid, "companion_started": me.create_time()}
         forwards = self.ports.records()
         state.update(self.key, self.opts.profile, local_port=port, forwards=forwards, **companion)
+        if self.opts.auto_forward and self.forwarder is not None and mode == "native":
+            # After the record is written: the watcher updates its `forwards` from now on.
+            self.ports.start_watching()
         return {
             "url": colab_url(port, self.token),
             "host": self.opts.host,
@@ -313,17 +316,15 @@ class Session:
             "state_file": str(state.path_for(self.key, self.opts.profile)),
         }
 
-    def watch_ports(self, port: int) -> None:
-        """Report the --forward ports to the runtime, and follow its kernels' ports unless
-        --no-auto-forward (a native runtime only: Colab's image has no ports API)."""
+    def report_ports(self, port: int) -> None:
+        """Tell the runtime where the --forward ports are (a native runtime only: Colab's
+        image has no ports API); the panel shows them as links."""
         self.ports.attach(port, self.token, self.token_name)
         if self.ports.forwards:
             try:
                 self.ports.report()
             except CompanionError as e:  # the panel's links only; the forwards work anyway
                 self.ui.info(f"could not report the forwarded ports to the runtime: {e}")
-        if self.opts.auto_forward:
-            self.ports.start_watching()
 
     def check_local_port(self) -> None:
         """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,

@@ -1,14 +1,15 @@
 """Ports that the runtime's own kernels (and their child processes) listen on, watched cheaply.
 
 Every WATCH_INTERVAL the watcher walks each local kernel's process tree
-(`/proc/PID/task/*/children`, not a scan of every process) and lists the TCP socket inodes
-of those processes (`/proc/PID/fd`; a new socket's protocol is asked once). Only when that set
-differs from the last round does it ask the kernel for the listening TCP sockets (sock_diag
-over netlink, LISTEN only; /proc/net/tcp{,6} as a fallback), so a busy server's thousands
-of unrelated sockets cost nothing while nothing changes in the kernels (bench/bench_port_watch.py
-measures it). Processes of another account are never listed, nor a kernel's own listeners:
-those it has once all its connection-file ports listen (its ZMQ channels, ipykernel's IOPub
-pipe), taken as its baseline; user code can run only after that.
+(`/proc/PID/task/*/children`), adds the processes of the kernel's session that left it (an
+app started with `&` from a shell; a new pid's session is read once), and lists the TCP
+socket inodes of those processes (`/proc/PID/fd`; a new socket's protocol is asked once).
+Only when that set differs from the last round does it ask the kernel for the listening TCP
+sockets (sock_diag over netlink, LISTEN only; /proc/net/tcp{,6} as a fallback), so a busy
+server's thousands of unrelated sockets cost nothing while nothing changes in the kernels
+(bench/bench_port_watch.py measures it). Processes of another account are never listed, nor
+a kernel's own listeners: those it has once all its connection-file ports listen (its ZMQ
+channels, ipykernel's IOPub pipe), taken as its baseline; user code can run only after that.
 Off Linux, psutil's per-process connections replace /proc.
 """
 
@@ -149,6 +150,57 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def family(pid: int, session: set[int]) -> list[int]:
+    """A kernel's processes: its tree, and its session's processes that left the tree (with
+    their own trees)."""
+    tree = process_tree(pid)
+    for orphan in sorted(session - set(tree)):
+        if orphan not in tree:
+            tree += process_tree(orphan)
+    return tree
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of a process (field 6 of /proc/PID/stat), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Sessions:
+    """Which processes belong to which session, learning each new pid's session once.
+
+    A kernel is started as a session leader (jupyter_client's start_new_session), and what it
+    starts inherits the session even when orphaned: `!streamlit run app.py &` runs through a
+    shell that exits at once, so the app is reparented away from the kernel's tree but keeps
+    its session. Listing /proc's pids is the only per-round cost; new pids' stat files are read
+    once.
+    """
+
+    def __init__(self) -> None:
+        self._sid: dict[int, int | None] = {}
+
+    def members(self, leaders: set[int]) -> dict[int, set[int]]:
+        """leader pid -> the pids in its session (the leader's descendants mostly)."""
+        try:
+            pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+        except OSError:
+            return {}
+        if len(self._sid) > len(pids) + 256:  # forget pids gone since
+            self._sid = {p: s for p, s in self._sid.items() if p in pids}
+        out: dict[int, set[int]] = {leader: set() for leader in leaders}
+        for pid in pids:
+            if pid not in self._sid:
+                self._sid[pid] = session_of(pid)
+            sid = self._sid[pid]
+            if sid in out:
+                out[sid].add(pid)
+        return out
+
+
 def owner(pid: int) -> int | None:
     """The (effective) uid a process runs as, None if it is gone."""
     if LINUX:
@@ -215,6 +267,7 @@ class PortWatcher:
         #: Kernel pid -> the ports it listened on once ready (its own, never forwarded).
         self._baseline: dict[int, set[int]] = {}
         self._unsettled = False
+        self._sessions = Sessions()
         #: Socket inode -> whether it is TCP (asked once per socket).
         self._tcp: dict[int, bool] = {}
         self._changed: asyncio.Event | None = None
@@ -234,7 +287,12 @@ class PortWatcher:
         """One round; True if the listed ports changed."""
         self.rounds += 1
         kernels = kernel_processes(self.kernel_manager)
-        trees = [(kid, name, pid, own, process_tree(pid)) for kid, name, pid, own in kernels]
+        leaders = {pid for _, _, pid, _ in kernels}
+        sessions = self._sessions.members(leaders) if LINUX and leaders else {}
+        trees = [
+            (kid, name, pid, own, family(pid, sessions.get(pid, set())))
+            for kid, name, pid, own in kernels
+        ]
         live = {pid for _, _, pid, _, _ in trees}
         self._baseline = {pid: b for pid, b in self._baseline.items() if pid in live}
         if LINUX:

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from jupyter_colab_remote.companion.cli import main
+from jupyter_colab_remote.companion.cli import _print_record, build_parser, main
 from jupyter_colab_remote.companion.errors import CompanionError
+from jupyter_colab_remote.companion.options import apply_defaults
 from jupyter_colab_remote.companion.port_forwards import (
     ForwardSpec,
     forward_lines,
@@ -166,3 +167,26 @@ def test_process_labels():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_auto_forward_is_on_unless_turned_off():
+    """The default forwards automatically; --no-auto-forward turns it off."""
+    for argv, expected in ((["start", "h"], True), (["start", "h", "--no-auto-forward"], False)):
+        args = build_parser().parse_args(argv)
+        apply_defaults(args)
+        assert args.auto_forward is expected
+
+
+def test_start_prints_the_forwards(capsys):
+    """The URL block names each extra forward."""
+    record = {
+        "url": "http://localhost:9000/?token=t",
+        "local_port": 9000,
+        "reattached": False,
+        "remote_pid": 1,
+        "forwards": [{"url": "http://localhost:6006", "remote_port": 6006, "source": "explicit"}],
+    }
+    _print_record(record, as_json=False)
+    assert "  forward http://localhost:6006 -> port 6006 on the host (--forward)\n" in (
+        capsys.readouterr().out
+    )
