@@ -295,6 +295,8 @@ class PortForwards:
         True if anything changed."""
         wanted: dict[int, dict[str, t.Any]] = {}
         for p in ports:
+            if p.get("source", "kernel") != "kernel":
+                continue  # another companion's --forward, not a kernel's listener
             port = int(p["port"])
             if port in self.forwards and self.forwards[port].source == "explicit":
                 continue

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -163,6 +164,11 @@ def test_process_labels():
         stderr=subprocess.DEVNULL,
     )
     try:
+        # Right after the fork the child still shows this process's command line: wait for
+        # the exec (bounded).
+        end = time.monotonic() + 10
+        while process_label(proc.pid) != "http.server" and time.monotonic() < end:
+            time.sleep(0.05)
         assert process_label(proc.pid) == "http.server"
     finally:
         proc.kill()
@@ -190,3 +196,45 @@ def test_start_prints_the_forwards(capsys):
     assert "  forward http://localhost:6006 -> port 6006 on the host (--forward)\n" in (
         capsys.readouterr().out
     )
+
+
+def test_reconcile_opens_and_closes_local_ports(capsys):
+    """From the runtime's ports document: a kernel's port is listened on here (the same port,
+    else the next free one, said so), an ignored port or another companion's --forward is not,
+    and a port gone from the document is closed. (No SSH link: only the local side.)"""
+    from jupyter_colab_remote.companion.forwarder import Link
+    from jupyter_colab_remote.companion.port_forwards import PortForwards
+    from jupyter_colab_remote.companion.ui import UI
+
+    def kernel_port(port: int) -> dict:
+        return {"port": port, "address": "0.0.0.0", "pid": 7, "process": "gradio",
+                "kernel_name": "python3", "source": "kernel"}  # fmt: skip
+
+    held = socket.create_server(("127.0.0.1", 0))
+    free = socket.create_server(("127.0.0.1", 0))
+    taken, wanted = held.getsockname()[1], free.getsockname()[1]
+    free.close()
+    ignored = socket.create_server(("127.0.0.1", 0))
+    ignored_port = ignored.getsockname()[1]
+    ignored.close()
+    ports = PortForwards(Link(), [], UI(), ignore=[(ignored_port, ignored_port)])
+    try:
+        explicit_elsewhere = {**kernel_port(ignored_port + 1), "source": "explicit"}
+        docs = [kernel_port(wanted), kernel_port(taken), kernel_port(ignored_port)]
+        assert ports.reconcile([*docs, explicit_elsewhere])
+        by_remote = {r["remote_port"]: r["local_port"] for r in ports.records()}
+        assert by_remote[wanted] == wanted and by_remote[taken] > taken
+        assert set(by_remote) == {wanted, taken}
+        err = capsys.readouterr().err
+        assert f"gradio (kernel python3, pid 7) -> http://localhost:{wanted}\n" in err
+        assert f"(port {taken} is in use here)" in err
+        assert not ports.reconcile([*docs, explicit_elsewhere])  # nothing new
+        with socket.create_connection(("127.0.0.1", by_remote[taken]), timeout=5):
+            pass  # listening here
+        assert ports.reconcile([kernel_port(wanted)])
+        assert "stopped listening" in capsys.readouterr().err
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", by_remote[taken]), timeout=5)
+    finally:
+        ports.close()
+        held.close()
