@@ -186,7 +186,8 @@ def test_auto_forward_follows_a_kernels_listener(remote):
     code = f"{directory}\nprint(subprocess.run({shell!r}, shell=True, capture_output=True,"
     pid = int(run_code(url, kernel_id, code + " text=True).stdout.strip())"))
     orphan = rf"http\.server \(kernel python3, pid {pid}\) -> http://localhost:{orphan_port}$"
-    forward_line(companion, orphan, t3)
+    when, _ = forward_line(companion, orphan, t3)
+    print(f"orphaned app (started with & from a shell) noticed {when - t3:.2f} s after")
     wait_listing(orphan_port, "marker-d.txt", NOTICE_BOUND)
     run_code(url, kernel_id, f"import os, signal; os.kill({pid}, signal.SIGTERM)")
     forward_line(companion, rf"closed http://localhost:{orphan_port}$", t3)

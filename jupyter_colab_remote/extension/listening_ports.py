@@ -32,6 +32,8 @@ WATCH_INTERVAL = 0.5
 #: Rounds a new socket that is not yet listening stays "pending" (socket() comes before
 #: listen(); a round falling in between must not miss the listen).
 PENDING_ROUNDS = 4
+#: Rounds between two looks at the kernels' sessions when nothing hints at an orphan.
+SESSION_EVERY = 10
 #: TCP state LISTEN in /proc/net/tcp.
 TCP_LISTEN = "0A"
 #: sock_diag over netlink (linux/sock_diag.h, linux/netlink.h).
@@ -150,24 +152,35 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def family(pid: int, session: set[int]) -> list[int]:
+def family(tree: list[int], session: set[int]) -> list[int]:
     """A kernel's processes: its tree, and its session's processes that left the tree (with
     their own trees)."""
-    tree = process_tree(pid)
+    tree = list(tree)
     for orphan in sorted(session - set(tree)):
         if orphan not in tree:
             tree += process_tree(orphan)
     return tree
 
 
-def session_of(pid: int) -> int | None:
-    """The session id of a process (field 6 of /proc/PID/stat), None if it is gone."""
+def _stat_field(pid: int, index: int) -> int | None:
+    """A numeric field of /proc/PID/stat, counted from the state (field 3) on."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split()[3])
+        return int(stat[stat.rindex(b")") + 2 :].split()[index])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of a process (field 6 of /proc/PID/stat), None if it is gone."""
+    return _stat_field(pid, 3)
+
+
+def reaped_faults(pid: int) -> int:
+    """cminflt (field 11): page faults of the children a process has reaped. It grows
+    whenever a child exits and is waited for, e.g. the shell of `!app &` (0 if gone)."""
+    return _stat_field(pid, 8) or 0
 
 
 class Sessions:
@@ -176,28 +189,33 @@ class Sessions:
     A kernel is started as a session leader (jupyter_client's start_new_session), and what it
     starts inherits the session even when orphaned: `!streamlit run app.py &` runs through a
     shell that exits at once, so the app is reparented away from the kernel's tree but keeps
-    its session. Listing /proc's pids is the only per-round cost; new pids' stat files are read
-    once.
+    its session. Listing /proc's pids costs ~0.6 ms per thousand processes, so the watcher
+    does it only when a process of a kernel's tree exited (see PortWatcher.scan); new pids'
+    stat files are read once.
     """
 
     def __init__(self) -> None:
-        self._sid: dict[int, int | None] = {}
+        self._known: set[int] = set()
+        self._by_session: dict[int, set[int]] = {}
 
     def members(self, leaders: set[int]) -> dict[int, set[int]]:
-        """leader pid -> the pids in its session (the leader's descendants mostly)."""
+        """leader pid -> the live pids in its session (the leader's descendants mostly)."""
         try:
             pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
         except OSError:
             return {}
-        if len(self._sid) > len(pids) + 256:  # forget pids gone since
-            self._sid = {p: s for p, s in self._sid.items() if p in pids}
-        out: dict[int, set[int]] = {leader: set() for leader in leaders}
-        for pid in pids:
-            if pid not in self._sid:
-                self._sid[pid] = session_of(pid)
-            sid = self._sid[pid]
-            if sid in out:
-                out[sid].add(pid)
+        for pid in pids - self._known:  # set operations: no Python loop over every pid
+            sid = session_of(pid)
+            if sid is not None:
+                self._by_session.setdefault(sid, set()).add(pid)
+        self._known = pids
+        if len(self._by_session) > 4 * len(leaders) + 1024:  # forget sessions gone since
+            self._by_session = {
+                sid: members & pids for sid, members in self._by_session.items() if members & pids
+            }
+        out = {}
+        for leader in leaders:
+            out[leader] = self._by_session[leader] = self._by_session.get(leader, set()) & pids
         return out
 
 
@@ -268,6 +286,11 @@ class PortWatcher:
         self._baseline: dict[int, set[int]] = {}
         self._unsettled = False
         self._sessions = Sessions()
+        #: Kernel pid -> its session's processes outside its tree (orphaned apps).
+        self._orphans: dict[int, set[int]] = {}
+        self._signature: tuple[frozenset[int], int] | None = None
+        self._session_wait = 0
+        self.session_scans = 0
         #: Socket inode -> whether it is TCP (asked once per socket).
         self._tcp: dict[int, bool] = {}
         self._changed: asyncio.Event | None = None
@@ -287,10 +310,11 @@ class PortWatcher:
         """One round; True if the listed ports changed."""
         self.rounds += 1
         kernels = kernel_processes(self.kernel_manager)
-        leaders = {pid for _, _, pid, _ in kernels}
-        sessions = self._sessions.members(leaders) if LINUX and leaders else {}
+        plain = {pid: process_tree(pid) for _, _, pid, _ in kernels}
+        if LINUX and plain:
+            self._update_sessions(plain)
         trees = [
-            (kid, name, pid, own, family(pid, sessions.get(pid, set())))
+            (kid, name, pid, own, family(plain[pid], self._orphans.get(pid, set())))
             for kid, name, pid, own in kernels
         ]
         live = {pid for _, _, pid, _, _ in trees}
@@ -317,6 +341,22 @@ class PortWatcher:
                 if not (pid == kpid and port in self._baseline[kpid]):
                     found.append((kid, name, pid, address, port))
         return self._publish(found)
+
+    def _update_sessions(self, plain: dict[int, list[int]]) -> None:
+        """Look for processes that left the kernels' trees (by session), but only when they
+        may have: a tree process exited or reaped a child, a kernel is new, or every
+        SESSION_EVERY rounds (a safety net, e.g. a grandchild reaped outside the tree)."""
+        signature = (
+            frozenset(p for tree in plain.values() for p in tree),
+            sum(reaped_faults(p) for tree in plain.values() for p in tree),
+        )
+        self._session_wait -= 1
+        if signature == self._signature and self._session_wait > 0:
+            return
+        self._signature, self._session_wait = signature, SESSION_EVERY
+        self.session_scans += 1
+        members = self._sessions.members(set(plain))
+        self._orphans = {k: m - set(plain[k]) for k, m in members.items()}
 
     def _listeners_proc(self, trees: list[t.Any]) -> list[tuple[int, str, int]] | None:
         """(pid, address, port) of the trees' listening sockets; None when unchanged.
