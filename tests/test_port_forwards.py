@@ -175,12 +175,13 @@ def test_auto_forward_follows_a_kernels_listener(remote):
     print(f"served {served:.2f} s after start; forward gone {gone:.2f} s after the kill")
 
     # Started with `&` from a shell (as `!app &` in a notebook): the shell exits at once and
-    # the app leaves the kernel's process tree, but it is the kernel's still.
+    # the app leaves the kernel's process tree, but it is the kernel's still. It listens on
+    # all addresses (reached through the host's loopback).
     orphan_port = free_port()
     t3 = time.monotonic()
     directory = "\n".join(serve_code(orphan_port, "d", "unused").splitlines()[:3])
     shell = (
-        f"python3 -m http.server --bind 127.0.0.1 --directory site-d {orphan_port}"
+        f"python3 -m http.server --bind 0.0.0.0 --directory site-d {orphan_port}"
         " >/dev/null 2>&1 & echo $!"
     )
     code = f"{directory}\nprint(subprocess.run({shell!r}, shell=True, capture_output=True,"
