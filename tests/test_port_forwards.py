@@ -130,6 +130,7 @@ def test_explicit_forward_survives_a_link_cut(remote):
         remote.ns.link_up()
     healed = wait_listing(local, "marker-x.txt", RECOVERY_BOUND)
     print(f"\n--forward served again {healed:.2f} s after link_up")
+    assert "(kernel python3" not in companion.stderr  # --no-auto-forward: nothing automatic
 
     res = remote.cli("stop", ALIAS)
     assert res.returncode == 0, res.stderr
@@ -144,8 +145,9 @@ def forward_line(companion, pattern: str, after: float) -> tuple[float, str]:
 
 def test_auto_forward_follows_a_kernels_listener(remote):
     """A kernel starts http.server: the same local port serves it within the bound, with one
-    line naming it; when it stops the forward goes. A port taken here goes to the next free
-    one, said so. Ctrl-C closes them."""
+    line naming it, and through an outage; when it stops the forward goes. An app orphaned
+    from the kernel's tree is forwarded too. A port taken here goes to the next free one, said
+    so. Ctrl-C closes them."""
     companion = remote.start()
     url = companion.record()["url"]
     kernel_id = start_kernel(url)
@@ -166,6 +168,19 @@ def test_auto_forward_follows_a_kernels_listener(remote):
     assert [(p["port"], p["pid"], p["forwards"][0]["local_port"]) for p in ports] == [
         (port, pid, port)
     ]
+
+    # An outage: the automatic forward stays (its local port listens throughout) and serves
+    # again once healed, without being closed and opened again.
+    t_down = time.monotonic()
+    remote.ns.link_down()
+    try:
+        companion.wait_stderr(lambda s: "lost" in s, 15, after=t_down)
+        assert port_listening(port)
+    finally:
+        remote.ns.link_up()
+    wait_listing(port, "marker-a.txt", RECOVERY_BOUND)
+    assert companion.stderr.count(f"-> http://localhost:{port}") == 1
+    assert "stopped listening" not in companion.stderr
 
     t1 = time.monotonic()
     run_code(url, kernel_id, "app.kill(); app.wait()")
