@@ -304,19 +304,22 @@ def test_panel_lists_the_forwarded_port_and_its_link_opens_the_app(remote):
     token = url.rsplit("=", 1)[1]
     with lab_browser() as driver:
         open_panel(driver, f"http://localhost:{record['local_port']}/lab?token={token}")
+        css = f"#colabremote-panel [data-port='{port}'] .jp-ColabRemote-portLink"
         link = wait_for(
             "the forwarded port's link in the panel",
-            lambda: driver.find_element(
-                By.CSS_SELECTOR, f"#colabremote-panel [data-port='{port}'] .jp-ColabRemote-portLink"
+            lambda: driver.execute_script(
+                "const a = document.querySelector(arguments[0]);"
+                "return a && [a.textContent, a.href, a.target];",
+                css,
             ),
             timeout=60,
         )
-        assert link.text == f"localhost:{port}"
-        assert link.get_attribute("href") == f"http://localhost:{port}/"
+        assert link == [f"localhost:{port}", f"http://localhost:{port}/", "_blank"]
         label = panel_text(driver, f"[data-port='{port}'] .jp-ColabRemote-portLabel")
         assert label == f"http.server (kernel python3, pid {pid}), port {port}"
         lab = driver.current_window_handle
-        link.click()
+        # A person's click (trusted: a new tab opens); retried if a re-render raced it.
+        wait_for("a click", lambda: driver.find_element(By.CSS_SELECTOR, css).click() or 1)
         wait_for("the app's tab", lambda: len(driver.window_handles) == 2)
         driver.switch_to.window([h for h in driver.window_handles if h != lab][0])
         wait_for("the app's listing", lambda: "marker-p.txt" in driver.page_source, timeout=30)

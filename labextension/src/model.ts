@@ -132,9 +132,9 @@ export interface IPortRow {
 }
 
 export const NO_PORTS_TEXT =
-  'No app is listening in a kernel. Ports that kernels or their child processes start ' +
-  'listening on (TensorBoard, Gradio, Streamlit…) are forwarded by `jupyter colabremote ' +
-  'start` and listed here with their links.';
+  'No app is listening in a kernel. Web apps that kernels or their child processes serve ' +
+  '(TensorBoard, Gradio, Streamlit…) are forwarded by `jupyter colabremote start HOST` ' +
+  'and listed here with their links.';
 
 export const NOT_FORWARDED_NOTE =
   'not forwarded: no companion is connected (`jupyter colabremote start HOST` forwards it)';

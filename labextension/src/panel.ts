@@ -158,12 +158,7 @@ export class ColabPanel extends Widget {
 
     this._portsSection.append(
       el('h3', '', 'Forwarded ports'),
-      el(
-        'p',
-        'jp-ColabRemote-help',
-        'Apps that kernels serve (TensorBoard, Gradio, Streamlit…), reachable on the ' +
-          "companion's machine:"
-      ),
+      this._portsHelpNode,
       this._portsNode
     );
 
@@ -232,7 +227,13 @@ export class ColabPanel extends Widget {
     this._setText(this._gpuNoteNode, view.gpuNote);
     this._kernelsNode.replaceChildren(this._kernelTable(view.kernels));
     this._portsSection.hidden = !view.runtime;
-    this._portsNode.replaceChildren(this._portList(view.ports));
+    this._portsHelpNode.hidden = !view.ports.length;
+    // Rebuilt only when the ports changed: a link being clicked must not be replaced.
+    const ports = JSON.stringify(view.ports);
+    if (ports !== this._shownPorts) {
+      this._shownPorts = ports;
+      this._portsNode.replaceChildren(this._portList(view.ports));
+    }
   }
 
   private _portList(rows: IPortRow[]): HTMLElement {
@@ -424,6 +425,7 @@ export class ColabPanel extends Widget {
   private _notice: string | null = null;
   private _actionError: IErrorInfo | null = null;
   private _busy = false;
+  private _shownPorts = '';
 
   private _summaryNode = el('p', 'jp-ColabRemote-summary');
   private _notRuntimeNode = el('p', 'jp-ColabRemote-notRuntime');
@@ -456,4 +458,9 @@ export class ColabPanel extends Widget {
     'jp-ColabRemote-section jp-ColabRemote-portsSection'
   );
   private _portsNode = el('div', 'jp-ColabRemote-portList');
+  private _portsHelpNode = el(
+    'p',
+    'jp-ColabRemote-help',
+    "Web apps that kernels serve, reachable on the companion's machine:"
+  );
 }
