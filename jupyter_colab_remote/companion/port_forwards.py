@@ -288,6 +288,10 @@ class PortForwards:
                 self._stop.wait(delay)
                 delay = min(delay * 2, POLL_BACKOFF_CAP)
                 continue
+            except Exception:  # noqa: BLE001 - never let automatic forwarding die silently
+                log.exception("port watch failed; retrying")
+                self._stop.wait(POLL_BACKOFF_CAP)
+                continue
             delay = POLL_BACKOFF_START
 
     def reconcile(self, ports: list[dict[str, t.Any]]) -> bool:
