@@ -637,8 +637,9 @@ def test_url_status_and_doctor(tmp_path, sshd_server, user):
         assert res.returncode == 0, res.stderr
         status = json.loads(res.stdout)
         assert status["tunnels"] == [
-            {"host": "gpu-box", "profile": "default", "local_port": port, "companion_running": True}
-        ]
+            {"host": "gpu-box", "profile": "default", "local_port": port, "companion_running": True,
+             "forwards": []}
+        ]  # fmt: skip
         [rt] = status["runtimes"]
         assert rt["pid"] == remote_pid and rt.get("profile", "default") == "default"
         assert token_of(url) not in res.stdout

@@ -148,11 +148,11 @@ class Remote:
     port: int
     companions: list[Companion] = field(default_factory=list)
 
-    def start(self) -> Companion:
-        """Run `start ALIAS --port P --json` (a new session, so signals reach only it)."""
+    def start(self, *extra: str) -> Companion:
+        """Run `start ALIAS --port P --json [EXTRA]` (a new session, so signals reach only it)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_colab_remote", "start", ALIAS]
-            + ["--port", str(self.port), "--json"],
+            + ["--port", str(self.port), "--json", *extra],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

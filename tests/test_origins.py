@@ -134,7 +134,7 @@ async def _code(jp_fetch, *parts: str, origin: str | None, method: str = "GET", 
         return e.code
 
 
-#: What a page on Colab's origin must not reach: a shell, and the token and forward API.
+#: What a page on Colab's origin must not reach: a shell, the token, forward and ports API.
 OWN_ORIGIN_ONLY = [
     ("POST", ("api", "terminals"), "{}"),
     ("GET", ("api", "terminals"), None),
@@ -142,6 +142,8 @@ OWN_ORIGIN_ONLY = [
     ("POST", ("colabremote", "api", "tokens", "test", "rotate"), ""),
     ("DELETE", ("colabremote", "api", "tokens", "test"), None),
     ("PUT", ("colabremote", "api", "forward"), '{"local_port": 9000}'),
+    ("GET", ("colabremote", "api", "ports"), None),
+    ("PUT", ("colabremote", "api", "ports"), '{"client": "x", "forwards": []}'),
 ]
 
 

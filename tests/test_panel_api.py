@@ -97,6 +97,10 @@ async def test_guest_token_manages_only_itself(jp_fetch, token_file, token):
         await _code(jp_fetch, guest, "colabremote", "api", "forward", method="PUT", body=forward)
         == 403
     )
+    ports = json.dumps({"client": "evil", "forwards": [{"remote_port": 80, "local_port": 80}]})
+    assert (
+        await _code(jp_fetch, guest, "colabremote", "api", "ports", method="PUT", body=ports) == 403
+    )
     with pytest.raises(HTTPClientError) as e:
         await jp_fetch(
             "colabremote", "api", "tokens", "test", "rotate", method="POST", body="",

@@ -31,6 +31,7 @@ from .options import (
     cli_fields,
     interpreter,
 )
+from .port_forwards import forward_lines, parse_forwards
 from .session import Session, colab_url
 from .ssh_connect import ConnectOptions, connect
 from .ssh_target import resolve
@@ -146,6 +147,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     if opts.gateway_url:
         opts.gateway_url = check_gateway_url(opts.gateway_url)
         opts.gateway_token = gateway_token_from_environment()
+    if not opts.host and parse_forwards(opts.forward):
+        raise CompanionError(
+            "--forward needs a HOST: without one the runtime runs on this machine, whose "
+            "ports are local already",
+            exit_code=ExitCode.USAGE,
+        )
     ui = UI()
     if not opts.host:  # this machine is the runtime: nothing to keep up after the URL
         check_local_runtime_supported("start")
@@ -229,7 +236,9 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
             if record.get("mode") == "container"
             else ""
         )
-        + f", remote pid {record['remote_pid']})\n",
+        + f", remote pid {record['remote_pid']})\n"
+        + "".join(f"  {line}\n" for line in forward_lines(record.get("forwards")))
+        + ("\n" if record.get("forwards") else ""),
         flush=True,
     )
 
@@ -351,12 +360,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for rec in state.all_records():
         if args.host and rec.get("host") != args.host:
             continue
+        alive = state.companion_alive(rec) if rec.get("host") else None
         out["tunnels"].append(
             {
                 "host": rec.get("host") or "this machine",
                 "profile": rec.get("profile"),
                 "local_port": rec.get("local_port"),
-                "companion_running": state.companion_alive(rec) if rec.get("host") else None,
+                "companion_running": alive,
+                # Extra forwards live as long as the companion that holds them.
+                "forwards": (rec.get("forwards") or []) if alive else [],
             }
         )
     if args.host:
@@ -375,6 +387,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{tun['host']:30} profile={tun['profile']:10} localhost:{tun['local_port']}  {running}"
         )
+        for line in forward_lines(tun["forwards"]):
+            print(f"  {line}")
     for rt in out.get("runtimes", []):
         age = time.time() - float(rt.get("started", time.time()))
         print(

@@ -200,6 +200,28 @@ class StartOptions:
         metavar="SECONDS",
         help="stop retrying after this long without a connection (default a day)",
     )
+    forward: list[str] | None = option(
+        None,
+        "--forward",
+        action="append",
+        metavar="[LOCAL:]REMOTE",
+        help="also forward this port of the host (to the same local port, or LOCAL); "
+        "repeatable; healed with the tunnel",
+    )
+    auto_forward: bool = option(
+        True,
+        "--no-auto-forward",
+        action="store_false",
+        help="do not forward the ports that the runtime's kernels (and their children) "
+        "start listening on (forwarded by default)",
+    )
+    auto_forward_ignore: list[str] | None = option(
+        None,
+        "--auto-forward-ignore",
+        action="append",
+        metavar="PORT[-PORT]",
+        help="never forward these ports automatically (repeatable, or comma-separated)",
+    )
     # Not options of their own: read from the files and environment the options name.
     #: The interpreter argv a previous `start` used (from the connection record), when the
     #: command line names none.

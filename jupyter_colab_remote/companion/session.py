@@ -24,6 +24,7 @@ from .gateway import gateway_warning
 from .install import Installer
 from .kernel_check import python_kernelspec, verify_kernel
 from .options import CONTAINER_FIELDS, StartOptions, interpreter, remembered_options
+from .port_forwards import PortForwards, parse_forwards, parse_ignore
 from .probe import probe_tcp
 from .prompts import Prompter
 from .remote import python_command
@@ -92,6 +93,14 @@ class Session:
         self.link = Link()
         self.conn: SSHConnection | None = None
         self.forwarder: Forwarder | None = None
+        #: --forward ports and the automatic ones, through the same link.
+        self.ports = PortForwards(
+            self.link,
+            parse_forwards(opts.forward),
+            ui,
+            parse_ignore(opts.auto_forward_ignore),
+            on_change=lambda records: state.update(self.key, opts.profile, forwards=records),
+        )
         self.stop_event = threading.Event()
         record = state.load(self.key, opts.profile) or {}
         self.token: str = record.get("token") or new_secret()
@@ -261,6 +270,7 @@ class Session:
         # Bind first: a taken port fails fast, before anything happens on the remote.
         if self.target is not None:
             self.forwarder = Forwarder(self.opts.port, self.link)
+            self.ports.bind_explicit()
         else:
             self.check_local_port()
         try:
@@ -269,12 +279,14 @@ class Session:
             if self.forwarder is not None:
                 with self.ui.step(f"forwarding localhost:{self.forwarder.port}"):
                     self.forwarder.start()
+                    self.ports.start_explicit()
                 port = self.forwarder.port
             mode = runtime.get("mode", "native")
             with self.ui.step("verifying (status, CORS preflight, probe)"):
                 status = verify_chain(port, self.token, mode=mode)
                 if mode == "native" and self.forwarder is not None:
                     report_forward(port, self.token, self.token_name)
+                    self.report_ports(port)
             check_python(port, self.token, self.where, runtime, status, self.ui)
         except BaseException:
             self.close()
@@ -286,7 +298,11 @@ class Session:
         if self.forwarder is not None:  # this process holds the tunnel (`stop` ends it)
             me = psutil.Process()
             companion = {"companion_pid": me.pid, "companion_started": me.create_time()}
-        state.update(self.key, self.opts.profile, local_port=port, **companion)
+        forwards = self.ports.records()
+        state.update(self.key, self.opts.profile, local_port=port, forwards=forwards, **companion)
+        if self.opts.auto_forward and self.forwarder is not None and mode == "native":
+            # After the record is written: the watcher updates its `forwards` from now on.
+            self.ports.start_watching()
         return {
             "url": colab_url(port, self.token),
             "host": self.opts.host,
@@ -297,9 +313,20 @@ class Session:
             "reattached": runtime.get("reattached", False),
             "workspace": {k: runtime[k] for k in ("git", "head") if k in runtime} or None,
             "gateway_url": runtime.get("gateway_url"),
+            "forwards": forwards,
             **container_record(runtime),
             "state_file": str(state.path_for(self.key, self.opts.profile)),
         }
+
+    def report_ports(self, port: int) -> None:
+        """Tell the runtime where the --forward ports are (a native runtime only: Colab's
+        image has no ports API); the panel shows them as links."""
+        self.ports.attach(port, self.token, self.token_name)
+        if self.ports.forwards:
+            try:
+                self.ports.report()
+            except CompanionError as e:  # the panel's links only; the forwards work anyway
+                self.ui.info(f"could not report the forwarded ports to the runtime: {e}")
 
     def check_local_port(self) -> None:
         """Without a host: a taken --port fails at once with the fix (exit 6), as with a host,
@@ -358,6 +385,7 @@ class Session:
                 if mode == "native":
                     # A restarted runtime has forgotten the forward; tell it again.
                     report_forward(port, self.token, self.token_name)
+                    self.ports.attach(port, self.token, self.token_name)
                 elif self.token != token:
                     self.ui.event("the container printed a new token; `url` shows the new URL")
             except HostKeyError:
@@ -419,6 +447,7 @@ class Session:
 
     def close(self) -> None:
         """Close the forward and the SSH connection; the remote runtime keeps running."""
+        self.ports.close()
         if self.forwarder is not None:
             self.forwarder.close()
         self.link.set(None, None)

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import StartError
 from ..protocol.runtime_file import remove_runtime_file, write_runtime_file
 from ..tokens import TokenError, TokenStore, default_token_file
-from . import gateway, kernel_ports, kernel_ws, log_scrub
+from . import gateway, kernel_ports, kernel_ws, log_scrub, ports_api
 from .colab_handlers import COLAB_HANDLERS
 from .identity import TokenStoreIdentityProvider
 from .kernel_check import KERNEL_CHECK_HANDLERS
@@ -164,6 +164,8 @@ class ColabRemoteApp(ExtensionApp):
         self.socket_guard: SocketGuard | None = None
         #: The client http-over-websocket replays requests with (made on first use).
         self.http_over_ws_client: t.Any = None
+        #: The ports kernels listen on (ports_api), on a Colab runtime only.
+        self.ports_state: ports_api.PortsState | None = None
 
     # -- set-up --------------------------------------------------------
     @property
@@ -192,6 +194,7 @@ class ColabRemoteApp(ExtensionApp):
             # Tornado's error logs print raw request URIs, token included: mask it everywhere.
             log_scrub.install(self.serverapp.log, self.log)
             kernel_ports.install(self)  # kernels that survive a port collision at start-up
+            ports_api.install(self)  # the ports kernels listen on, for automatic forwards
             self.origin_policy = OriginPolicy(
                 self.allowed_origin_pattern, list(self.extra_allowed_origins)
             )
@@ -232,6 +235,7 @@ class ColabRemoteApp(ExtensionApp):
         self.handlers.extend(KERNEL_CHECK_HANDLERS)
         self.handlers.extend(HTTP_OVER_WS_HANDLERS)
         self.handlers.extend(TOKEN_HANDLERS)
+        self.handlers.extend(ports_api.PORTS_HANDLERS)
         self.handlers.append((r"/colabremote/api/status", StatusHandler))
         self.handlers.extend(LANDING_HANDLERS)
 
@@ -313,6 +317,8 @@ class ColabRemoteApp(ExtensionApp):
         """Record last-use times, close the replay client and remove the runtime file."""
         if self.socket_guard is not None:
             self.socket_guard.stop()
+        if self.ports_state is not None:
+            self.ports_state.stop()
         if self.http_over_ws_client is not None:
             self.http_over_ws_client.close()
             self.http_over_ws_client = None

@@ -12,10 +12,10 @@ from tornado.web import OutputTransform
 COLAB_ORIGIN_PATTERN = r"https://colab\.(research|sandbox)\.google\.com"
 
 #: Paths (under base_url) that only the server's own pages and non-browser clients may use:
-#: a shell, and the token and forward API. Colab's page needs none of them, so a script
-#: injected into it can neither open a shell nor take over tokens.
+#: a shell, and the token, forward and ports API. Colab's page needs none of them, so a
+#: script injected into it can neither open a shell, take over tokens nor redirect links.
 OWN_ORIGIN_ONLY = re.compile(
-    r"(api/terminals|terminals/websocket|colabremote/api/(tokens|forward))(/|$)"
+    r"(api/terminals|terminals/websocket|colabremote/api/(tokens|forward|ports))(/|$)"
 )
 
 #: Sent on every response. Not "no-referrer": jupyter_server accepts a GET of /files/ without

@@ -14,6 +14,7 @@ from .. import __version__
 from . import gateway as gateway_mod
 from .kernel_check import availability
 from .kernel_record import kernel_record
+from .ports_api import status_ports
 from .resources import kernel_memory, resource_stats
 from .token_handlers import ColabRemoteAPIHandler, live_forwards
 
@@ -67,6 +68,7 @@ class StatusHandler(ColabRemoteAPIHandler):
                     "gateway": gateway,
                     "colab_port": app.colab_port(),
                     "forwards": live_forwards(app.forwards),
+                    "ports": status_ports(app),
                     "connections": {
                         "colab_kernel_websockets": app.colab_kernel_connections,
                         "kernel_websockets": sum(k["connections"] for k in kernels),

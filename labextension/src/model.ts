@@ -47,6 +47,20 @@ export interface IKernelsAvailable {
   advice: string | null;
 }
 
+/** A port a kernel (or its child) listens on, or a companion's `--forward`. */
+export interface IPortStatus {
+  port: number;
+  /** `kernel`: found listening in a kernel's process tree; `explicit`: a `--forward`. */
+  source: 'kernel' | 'explicit';
+  address: string | null;
+  pid: number | null;
+  process: string | null;
+  kernel_id: string | null;
+  kernel_name: string | null;
+  /** Where companions forward it on their machines. */
+  forwards: { client: string; local_port: number }[];
+}
+
 /** `GET /colabremote/api/status`. */
 export interface IStatus {
   version: string;
@@ -57,6 +71,8 @@ export interface IStatus {
   kernels: IKernelStatus[];
   colab_port: number;
   forwards: Record<string, { local_port: number; reported: number }>;
+  /** Listening ports and where they are forwarded (servers predating it have none). */
+  ports?: IPortStatus[];
   connections: {
     colab_kernel_websockets: number;
     kernel_websockets: number;
@@ -104,6 +120,53 @@ export interface IKernelRow {
   connections: number;
 }
 
+/** One forwarded (or forwardable) port in the panel. */
+export interface IPortRow {
+  port: number;
+  /** "tensorboard (kernel python3, pid 4242)", or "port 6006 (--forward)". */
+  label: string;
+  /** Links on the companion's machine: http://localhost:LOCAL/. */
+  links: { url: string; text: string }[];
+  /** Shown when no companion forwards it. */
+  note: string | null;
+}
+
+export const NO_PORTS_TEXT =
+  'No app is listening in a kernel. Web apps that kernels or their child processes serve ' +
+  '(TensorBoard, Gradio, Streamlit…) are forwarded by `jupyter colabremote start HOST` ' +
+  'and listed here with their links.';
+
+export const NOT_FORWARDED_NOTE =
+  'not forwarded: no companion is connected (`jupyter colabremote start HOST` forwards it)';
+
+/** The port rows, in port order. */
+export function portRows(ports: IPortStatus[] | null | undefined): IPortRow[] {
+  return [...(ports || [])]
+    .sort((a, b) => a.port - b.port)
+    .map(p => {
+      const who = [
+        p.kernel_name ? `kernel ${p.kernel_name}` : '',
+        p.pid ? `pid ${p.pid}` : ''
+      ]
+        .filter(Boolean)
+        .join(', ');
+      const label =
+        p.source === 'explicit' || !p.process
+          ? `port ${p.port} (--forward)`
+          : `${p.process} (${who}), port ${p.port}`;
+      const links = (p.forwards || []).map(f => ({
+        url: `http://localhost:${f.local_port}/`,
+        text: `localhost:${f.local_port}`
+      }));
+      return {
+        port: p.port,
+        label,
+        links,
+        note: links.length ? null : NOT_FORWARDED_NOTE
+      };
+    });
+}
+
 /** Everything the panel renders. */
 export interface IView {
   /** False: this server is not a Colab runtime; no URL or token controls are shown. */
@@ -122,6 +185,8 @@ export interface IView {
   /** Shown instead of GPU gauges when there is no GPU. */
   gpuNote: string | null;
   kernels: IKernelRow[];
+  /** Listening ports and their links (a runtime only). */
+  ports: IPortRow[];
   statusText: string;
   /** "jupyter-colab-remote 0.1.0, up 3 min". */
   summary: string;
@@ -393,6 +458,7 @@ export function toView(status: IStatus, options: IViewOptions): IView {
         ? null
         : 'No GPU found.',
     kernels: kernelRows(status.kernels, options.now),
+    ports: runtime ? portRows(status.ports) : [],
     statusText: statusBarText(status),
     summary: `jupyter-colab-remote ${status.version}, up ${formatDuration(status.uptime_seconds)}`
   };

@@ -14,7 +14,9 @@ import {
   IErrorInfo,
   IGauge,
   IKernelRow,
+  IPortRow,
   isRuntime,
+  NO_PORTS_TEXT,
   tokenFromUrl,
   toView
 } from './model';
@@ -154,8 +156,20 @@ export class ColabPanel extends Widget {
       this._kernelsNode
     );
 
+    this._portsSection.append(
+      el('h3', '', 'Forwarded ports'),
+      this._portsHelpNode,
+      this._portsNode
+    );
+
     this._notRuntimeNode.hidden = true;
-    content.append(this._notRuntimeNode, connect, resources, kernels);
+    content.append(
+      this._notRuntimeNode,
+      connect,
+      this._portsSection,
+      resources,
+      kernels
+    );
     this.node.appendChild(content);
   }
 
@@ -212,6 +226,38 @@ export class ColabPanel extends Widget {
     this._gaugesNode.replaceChildren(...view.gauges.map(g => this._gauge(g)));
     this._setText(this._gpuNoteNode, view.gpuNote);
     this._kernelsNode.replaceChildren(this._kernelTable(view.kernels));
+    this._portsSection.hidden = !view.runtime;
+    this._portsHelpNode.hidden = !view.ports.length;
+    // Rebuilt only when the ports changed: a link being clicked must not be replaced.
+    const ports = JSON.stringify(view.ports);
+    if (ports !== this._shownPorts) {
+      this._shownPorts = ports;
+      this._portsNode.replaceChildren(this._portList(view.ports));
+    }
+  }
+
+  private _portList(rows: IPortRow[]): HTMLElement {
+    if (!rows.length) {
+      return el('p', 'jp-ColabRemote-empty', NO_PORTS_TEXT);
+    }
+    const list = el('ul', 'jp-ColabRemote-ports');
+    for (const row of rows) {
+      const item = el('li', 'jp-ColabRemote-port');
+      item.dataset.port = String(row.port);
+      item.append(el('span', 'jp-ColabRemote-portLabel', row.label));
+      for (const link of row.links) {
+        const a = el('a', 'jp-ColabRemote-portLink', link.text);
+        a.href = link.url;
+        a.target = '_blank';
+        a.rel = 'noopener noreferrer';
+        item.append(' → ', a);
+      }
+      if (row.note) {
+        item.append(el('span', 'jp-ColabRemote-help', ` (${row.note})`));
+      }
+      list.appendChild(item);
+    }
+    return list;
   }
 
   private _setText(node: HTMLElement, text: string | null): void {
@@ -379,6 +425,7 @@ export class ColabPanel extends Widget {
   private _notice: string | null = null;
   private _actionError: IErrorInfo | null = null;
   private _busy = false;
+  private _shownPorts = '';
 
   private _summaryNode = el('p', 'jp-ColabRemote-summary');
   private _notRuntimeNode = el('p', 'jp-ColabRemote-notRuntime');
@@ -406,4 +453,14 @@ export class ColabPanel extends Widget {
   private _gaugesNode = el('div', 'jp-ColabRemote-gauges');
   private _gpuNoteNode = el('p', 'jp-ColabRemote-help');
   private _kernelsNode = el('div', 'jp-ColabRemote-kernelList');
+  private _portsSection = el(
+    'section',
+    'jp-ColabRemote-section jp-ColabRemote-portsSection'
+  );
+  private _portsNode = el('div', 'jp-ColabRemote-portList');
+  private _portsHelpNode = el(
+    'p',
+    'jp-ColabRemote-help',
+    "Web apps that kernels serve, reachable on the companion's machine:"
+  );
 }

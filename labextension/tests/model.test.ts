@@ -15,7 +15,9 @@ import {
   level,
   NO_TOKEN_HINT,
   NOT_RUNTIME_MESSAGE,
+  NOT_FORWARDED_NOTE,
   percent,
+  portRows,
   statusBarText,
   tokenFromUrl,
   toView
@@ -334,5 +336,71 @@ describe('errorMessage', () => {
     );
     assert.equal(errorMessage({ kind: 'other', message: 'odd' }), 'odd');
     assert.equal(errorMessage({ kind: 'other' }), 'Something went wrong.');
+  });
+});
+
+describe('portRows', () => {
+  it('names the process and links each forward, in port order', () => {
+    const rows = portRows([
+      {
+        port: 8501,
+        source: 'explicit',
+        address: null,
+        pid: null,
+        process: null,
+        kernel_id: null,
+        kernel_name: null,
+        forwards: [{ client: 'laptop', local_port: 18501 }]
+      },
+      {
+        port: 6006,
+        source: 'kernel',
+        address: '127.0.0.1',
+        pid: 4242,
+        process: 'tensorboard',
+        kernel_id: 'k1',
+        kernel_name: 'python3',
+        forwards: [{ client: 'laptop', local_port: 6007 }]
+      }
+    ]);
+    assert.deepEqual(
+      rows.map(r => [r.port, r.label, r.links, r.note]),
+      [
+        [
+          6006,
+          'tensorboard (kernel python3, pid 4242), port 6006',
+          [{ url: 'http://localhost:6007/', text: 'localhost:6007' }],
+          null
+        ],
+        [
+          8501,
+          'port 8501 (--forward)',
+          [{ url: 'http://localhost:18501/', text: 'localhost:18501' }],
+          null
+        ]
+      ]
+    );
+  });
+
+  it('says when no companion forwards a port, and copes with old servers', () => {
+    const [row] = portRows([
+      {
+        port: 7860,
+        source: 'kernel',
+        address: '0.0.0.0',
+        pid: 7,
+        process: 'gradio',
+        kernel_id: 'k1',
+        kernel_name: 'python3',
+        forwards: []
+      }
+    ]);
+    assert.equal(row.note, NOT_FORWARDED_NOTE);
+    assert.deepEqual(row.links, []);
+    assert.deepEqual(portRows(undefined), []);
+    assert.deepEqual(
+      toView(status(), { token: null, basePath: '/', now: NOW }).ports,
+      []
+    );
   });
 });

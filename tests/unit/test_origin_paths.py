@@ -19,6 +19,7 @@ HOST = "localhost:8888"
         "/colabremote/api/tokens",
         "/colabremote/api/tokens/default/rotate",
         "/colabremote/api/forward",
+        "/colabremote/api/ports",
         "/api/%74erminals",  # escapes must not slip past the rule
         "//api/terminals",
         "/base/api/terminals",
