@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import time
@@ -159,8 +160,8 @@ class ColabRemoteApp(ExtensionApp):
         self.token_store: TokenStore | None = None
         #: The allowed browser origins; None where Colab access is not enabled.
         self.origin_policy: OriginPolicy | None = None
-        #: The client http-over-websocket replays requests with (made on first use).
-        self.http_over_ws_client: t.Any = None
+        #: Bounds http-over-websocket requests in flight over all sockets (made on first use).
+        self.http_over_ws_slots: asyncio.Semaphore | None = None
 
     # -- set-up --------------------------------------------------------
     @property
@@ -305,10 +306,7 @@ class ColabRemoteApp(ExtensionApp):
         write_runtime_file(self.runtime_info())
 
     async def stop_extension(self) -> None:
-        """Record last-use times, close the replay client and remove the runtime file."""
-        if self.http_over_ws_client is not None:
-            self.http_over_ws_client.close()
-            self.http_over_ws_client = None
+        """Record last-use times and remove the runtime file."""
         if self.token_store is not None:
             try:
                 self.token_store.flush_last_use()
