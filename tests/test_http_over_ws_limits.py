@@ -17,7 +17,9 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from tests.harness.processes import net_connections
 from tests.harness.runtime import Runtime, run_runtime
+from tests.harness.runtime_api import wait_for
 
 #: Exercises the jupyter_server extension: also run at the lowest dependency versions.
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]
@@ -121,6 +123,48 @@ def test_unread_download_is_paused_not_buffered(rt):
             print(f"then read {size / 2**20:.0f} MiB in {took:.1f} s")
             assert (status, size, digest) == (200, BIG_FILE_BYTES, expected)
             # The socket still serves requests.
+            await request(ws, "after", "/api/contents/big.bin?content=0")
+            assert (await next_frame(ws))["status"] == 200
+        finally:
+            ws.close()
+
+    asyncio.run(go())
+
+
+def test_many_unread_downloads_then_the_client_leaves(rt):
+    """Sixteen downloads of the file on one socket, none read: the server stays within
+    MAX_GROWTH; when the client goes away, the proxied requests end (their loopback
+    connections close) and a new socket is served."""
+    server = psutil.Process(rt.proc.pid)
+
+    def loopback_connections() -> int:
+        return sum(1 for c in net_connections(server) if c.status == psutil.CONN_ESTABLISHED)
+
+    async def go():
+        ws = await connect(rt)
+        await request(ws, "warm", "/api/contents/big.bin?content=0")
+        await next_frame(ws)
+        idle_connections = loopback_connections()
+        base = rss(rt.proc.pid)
+        for i in range(16):
+            await request(ws, f"big-{i}", "/files/big.bin")
+        peak, end = base, time.monotonic() + STALL_SECONDS
+        while time.monotonic() < end:
+            await asyncio.sleep(0.1)
+            peak = max(peak, rss(rt.proc.pid))
+        grown = peak - base
+        print(f"server grew by {grown / 2**20:.1f} MiB with 16 unread downloads")
+        assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
+        assert loopback_connections() >= idle_connections + 2 * 16  # both ends of each
+        ws.close()
+        await asyncio.to_thread(
+            wait_for,
+            lambda: loopback_connections() < idle_connections,
+            15,
+            "the proxied requests' connections closed",
+        )
+        ws = await connect(rt)
+        try:
             await request(ws, "after", "/api/contents/big.bin?content=0")
             assert (await next_frame(ws))["status"] == 200
         finally:
