@@ -36,11 +36,12 @@ OUR_CLASS = f"{__name__}.ColabKernelManager"
 
 class ColabKernelManager(ServerKernelManager):
     """jupyter_server's kernel manager, choosing really new ports when a kernel that died
-    during start-up is restarted."""
+    during start-up is restarted, and moving the server's connections to them."""
 
     def cleanup_random_ports(self) -> None:
-        """Forget the ports (called on a restart with newports=True, i.e. before the kernel
-        has ever come up), including those the port cache handed out."""
+        """Forget the ports (called on a restart with newports=True: the restarter asks for
+        it when a kernel dies in its first seconds), including those the port cache handed
+        out."""
         super().cleanup_random_ports()
         provisioner = self.provisioner
         if not isinstance(provisioner, LocalProvisioner) or not provisioner.ports_cached:
