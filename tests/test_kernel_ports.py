@@ -193,7 +193,9 @@ def test_open_websocket_follows_a_restart_on_new_ports(tmp_path):
     asks for new ones during start-up, and ColabKernelManager really gives them): a kernel
     WebSocket open meanwhile must keep working without reconnecting, as it does after a
     stock restart on the same ports."""
-    with run_runtime(tmp_path) as rt:
+    # New ports are asked for while the kernel is in its first 10 s: widened, so that a slow
+    # machine still crashes the kernel within them.
+    with run_runtime(tmp_path, ["--KernelRestarter.stable_start_time=60"]) as rt:
         code, _, kernel = rest(rt, "POST", "/api/kernels", {"name": "python3"})
         assert code == 201, kernel
         kid = kernel["id"]
