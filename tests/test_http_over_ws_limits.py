@@ -201,3 +201,33 @@ def test_nested_json_and_huge_path_get_error_frames(rt):
     assert "Traceback" not in written and "RecursionError" not in written, written[-3000:]
     longest = max((len(line) for line in written.splitlines()), default=0)
     assert longest < MAX_LOG_LINE, f"a log line of {longest} characters"
+
+
+def test_diagnose_answers_wait_for_the_client(rt):
+    """/diagnose needs no token and echoes each message: a client that sends thousands and
+    reads nothing must not make the server queue the echoes (it stops reading instead); a
+    message far larger than a message id closes the socket (1009)."""
+    url = f"ws://127.0.0.1:{rt.port}/http_over_websocket/diagnose?min_version=0.0.7"
+
+    async def go():
+        ws = await websocket_connect(HTTPRequest(url, connect_timeout=15, request_timeout=30))
+        base = rss(rt.proc.pid)
+        payload = "x" * (60 * 1024)
+        for i in range(2000):  # 120 MB, written without waiting for the server
+            ws.write_message(f"{i}:{payload}")
+        peak, end = base, time.monotonic() + STALL_SECONDS
+        while time.monotonic() < end:
+            await asyncio.sleep(0.1)
+            peak = max(peak, rss(rt.proc.pid))
+        grown = peak - base
+        print(f"server grew by {grown / 2**20:.1f} MiB with 2000 unread diagnose answers")
+        assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
+        first = await next_frame(ws)
+        assert (first["message_id"], first["extension_version"]) == (f"0:{payload}", "0.0.7")
+        ws.close()
+        ws = await websocket_connect(HTTPRequest(url, connect_timeout=15, request_timeout=30))
+        await ws.write_message("x" * (1 << 20))
+        assert await asyncio.wait_for(ws.read_message(), 30) is None
+        assert ws.close_code == 1009
+
+    asyncio.run(go())

@@ -63,6 +63,9 @@ MAX_PATH_CHARS = 32 * 1024
 #: Client-controlled text (paths, keys) is cut to this many characters in logs and replies.
 MAX_SHOWN_CHARS = 200
 
+#: Largest /diagnose message (a message id; the socket needs no token): larger ones close it.
+MAX_DIAGNOSE_MESSAGE = 64 * 1024
+
 #: Close code for a refused min_version (the original sent 400, which is not a valid code).
 CLOSE_BAD_VERSION = 4400
 
@@ -543,8 +546,19 @@ class DiagnoseHandler(ColabWebSocketHandler):
         """Accept the WebSocket from any allowed origin."""
         await super().get(*args, **kwargs)
 
-    def on_message(self, message: str | bytes) -> None:
-        """Answer each message with the diagnostics, echoing it as the message_id."""
+    @property
+    def max_message_size(self) -> int:
+        """Messages are message ids: far below the 10 MiB other sockets accept."""
+        return MAX_DIAGNOSE_MESSAGE
+
+    def initialize(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """The send window: answers wait for the client to take the previous ones."""
+        super().initialize(*args, **kwargs)
+        self.outgoing = SendWindow(MAX_QUEUED_BYTES)
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Answer each message with the diagnostics, echoing it as the message_id; while the
+        client leaves answers unread, the next message is not read (tornado waits for this)."""
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
         problem = min_version_problem(self.get_argument(MIN_VERSION_PARAM, None))
@@ -556,6 +570,13 @@ class DiagnoseHandler(ColabWebSocketHandler):
                 "is_outdated_extension": problem == "outdated",
             }
         )
+        if self.outgoing is not None and (room := self.outgoing.room()) is not None:
+            await room
+
+    def on_close(self) -> None:
+        """Let a waiting on_message go."""
+        if self.outgoing is not None:
+            self.outgoing.release()
 
 
 class ProxiedWebSocketHandler(ColabWebSocketHandler):
