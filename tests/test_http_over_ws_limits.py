@@ -94,6 +94,15 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+async def growth_while_unread(pid: int, base: int) -> int:
+    """How far the server's RSS rose above `base` during STALL_SECONDS (sampled)."""
+    peak, end = base, time.monotonic() + STALL_SECONDS
+    while time.monotonic() < end:
+        await asyncio.sleep(0.1)
+        peak = max(peak, rss(pid))
+    return peak - base
+
+
 def test_unread_download_is_paused_not_buffered(rt):
     """The client asks for 300 MB and reads nothing for a few seconds: the server's memory
     stays within MAX_GROWTH; then it reads everything and gets the file intact."""
@@ -108,11 +117,7 @@ def test_unread_download_is_paused_not_buffered(rt):
             assert (frame["status"], frame["done"]) == (200, True)
             base = rss(rt.proc.pid)
             await request(ws, "big", "/files/big.bin")
-            peak, end = base, time.monotonic() + STALL_SECONDS
-            while time.monotonic() < end:
-                await asyncio.sleep(0.1)
-                peak = max(peak, rss(rt.proc.pid))
-            grown = peak - base
+            grown = await growth_while_unread(rt.proc.pid, base)
             print(f"server grew by {grown / 2**20:.1f} MiB while the client did not read")
             assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
             t0 = time.monotonic()
@@ -148,11 +153,7 @@ def test_many_unread_downloads_then_the_client_leaves(rt):
         base = rss(rt.proc.pid)
         for i in range(16):
             await request(ws, f"big-{i}", "/files/big.bin")
-        peak, end = base, time.monotonic() + STALL_SECONDS
-        while time.monotonic() < end:
-            await asyncio.sleep(0.1)
-            peak = max(peak, rss(rt.proc.pid))
-        grown = peak - base
+        grown = await growth_while_unread(rt.proc.pid, base)
         print(f"server grew by {grown / 2**20:.1f} MiB with 16 unread downloads")
         assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
         assert loopback_connections() >= idle_connections + 2 * 16  # both ends of each
@@ -215,11 +216,7 @@ def test_diagnose_answers_wait_for_the_client(rt):
         payload = "x" * (60 * 1024)
         for i in range(2000):  # 120 MB, written without waiting for the server
             ws.write_message(f"{i}:{payload}")
-        peak, end = base, time.monotonic() + STALL_SECONDS
-        while time.monotonic() < end:
-            await asyncio.sleep(0.1)
-            peak = max(peak, rss(rt.proc.pid))
-        grown = peak - base
+        grown = await growth_while_unread(rt.proc.pid, base)
         print(f"server grew by {grown / 2**20:.1f} MiB with 2000 unread diagnose answers")
         assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
         first = await next_frame(ws)
