@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import time
@@ -162,8 +163,8 @@ class ColabRemoteApp(ExtensionApp):
         self.origin_policy: OriginPolicy | None = None
         #: Closes WebSockets of revoked tokens; None where Colab access is not enabled.
         self.socket_guard: SocketGuard | None = None
-        #: The client http-over-websocket replays requests with (made on first use).
-        self.http_over_ws_client: t.Any = None
+        #: Bounds http-over-websocket requests in flight over all sockets (made on first use).
+        self.http_over_ws_slots: asyncio.Semaphore | None = None
         #: The ports kernels listen on (ports_api), on a Colab runtime only.
         self.ports_state: ports_api.PortsState | None = None
 
@@ -314,14 +315,11 @@ class ColabRemoteApp(ExtensionApp):
         write_runtime_file(self.runtime_info())
 
     async def stop_extension(self) -> None:
-        """Record last-use times, close the replay client and remove the runtime file."""
+        """Record last-use times, stop the socket guard and port watcher, remove the runtime file."""
         if self.socket_guard is not None:
             self.socket_guard.stop()
         if self.ports_state is not None:
             self.ports_state.stop()
-        if self.http_over_ws_client is not None:
-            self.http_over_ws_client.close()
-            self.http_over_ws_client = None
         if self.token_store is not None:
             try:
                 self.token_store.flush_last_use()

@@ -30,7 +30,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, httputil, web, websocket
-from tornado.simple_httpclient import SimpleAsyncHTTPClient
+
+from . import loopback_http
 
 if t.TYPE_CHECKING:
     from .app import ColabRemoteApp
@@ -48,6 +49,23 @@ MAX_CHUNK_BYTES = 64 * 1024
 #: Requests in flight per socket; further frames wait unread (backpressure on the client).
 MAX_CONCURRENT_REQUESTS = 16
 
+#: Requests in flight over all sockets (each holds a loopback connection: two descriptors).
+MAX_TOTAL_REQUESTS = 128
+
+#: Response bytes queued for one socket's client beyond which reading the proxied responses
+#: pauses until the client catches up: what bounds memory when a client (or its link) is slow.
+MAX_QUEUED_BYTES = 2 * 1024**2
+
+#: Longest path proxied; a longer one gets 414 (tornado's server refuses a request head
+#: larger than 64 KiB without an answer anyway).
+MAX_PATH_CHARS = 32 * 1024
+
+#: Client-controlled text (paths, keys) is cut to this many characters in logs and replies.
+MAX_SHOWN_CHARS = 200
+
+#: Largest /diagnose message (a message id; the socket needs no token): larger ones close it.
+MAX_DIAGNOSE_MESSAGE = 64 * 1024
+
 #: Close code for a refused min_version (the original sent 400, which is not a valid code).
 CLOSE_BAD_VERSION = 4400
 
@@ -55,7 +73,7 @@ CLOSE_BAD_VERSION = 4400
 PROXY_CONNECT_TIMEOUT = 30.0
 PROXY_REQUEST_TIMEOUT = 600.0
 
-#: Bodies are streamed in chunks, so this only caps a single download's total size.
+#: Bodies are streamed at the client's pace, so this only caps a single download's size.
 MAX_PROXIED_BODY = 16 * 1024**3
 
 #: Kernel messages (images, large outputs) may exceed tornado's 10 MiB default.
@@ -95,6 +113,14 @@ def min_version_problem(min_version: str | None) -> str | None:
     return None
 
 
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how long it was: for client-controlled text
+    in logs and error frames."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 # -- frames --------------------------------------------------------------------
 def error_frame(status: int, text: str, message_id: t.Any = None) -> dict[str, t.Any]:
     """A protocol error frame; it ends the exchange for `message_id` if one is given."""
@@ -128,14 +154,17 @@ def parse_request(message: str | bytes) -> ProxyRequest:
         contents = json.loads(message)
     except ValueError as e:  # also UnicodeDecodeError from a binary frame
         raise ProtocolError("JSON input is required.") from e
+    except RecursionError as e:  # '[[[[...': deeper than the parser's stack
+        raise ProtocolError("JSON input is required: nested too deeply.") from e
     if not isinstance(contents, dict):
         raise ProtocolError("JSON input is required: a request must be a JSON object.")
     message_id = contents.get("message_id")
     missing = [k for k in REQUIRED_KEYS if k not in contents]
     if missing:
+        got = shorten(", ".join(sorted(map(str, contents))))
         raise ProtocolError(
             "Invalid request. The body must contain the following keys: "
-            f"{', '.join(REQUIRED_KEYS)}. Got: {', '.join(sorted(map(str, contents)))}",
+            f"{', '.join(REQUIRED_KEYS)}. Got: {got}",
             message_id,
         )
     method = str(contents["method"]).upper()
@@ -145,8 +174,11 @@ def parse_request(message: str | bytes) -> ProxyRequest:
     # A path must not be able to change the host the request goes to ("@evil", "//evil").
     if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
         raise ProtocolError("Invalid request: path must be an absolute URL path.", message_id)
-    # Spaces, controls and non-ASCII are escaped, as a browser would before sending them.
-    path = quote(path, safe=_PATH_SAFE)
+    if len(path) <= MAX_PATH_CHARS:
+        # Spaces, controls and non-ASCII are escaped, as a browser would before sending them.
+        path = quote(path, safe=_PATH_SAFE)
+    if len(path) > MAX_PATH_CHARS:
+        raise ProtocolError("Request-URI Too Long", message_id, status=414)
     body: bytes | None
     if contents.get("body_base64"):
         encoded = contents["body_base64"]
@@ -180,20 +212,15 @@ class ResponseEmitter:
         self._pending: dict[str, t.Any] | None = None
         self.sent_frames = 0
 
-    def header_line(self, line: str) -> None:
-        """tornado's header_callback: the status line, then one header per call."""
-        if line.startswith("HTTP/"):
-            start = httputil.parse_response_start_line(line.strip())
-            self.status, self.reason = start.code, start.reason
-            self.headers = httputil.HTTPHeaders()
-        elif line.strip():
-            self.headers.parse_line(line)
+    def start(self, status: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+        """The response's status line and headers (sent with the first body frame)."""
+        self.status, self.reason, self.headers = status, reason, headers
 
     def _metadata(self) -> dict[str, t.Any]:
         return {"status": self.status, "statusText": self.reason, "headers": dict(self.headers)}
 
     def body_chunk(self, chunk: bytes) -> None:
-        """tornado's streaming_callback: queue the chunk, sending the one before it."""
+        """A piece of the body: queue it, sending the one before it."""
         for start in range(0, len(chunk), MAX_CHUNK_BYTES):
             piece = chunk[start : start + MAX_CHUNK_BYTES]
             frame: dict[str, t.Any] = {
@@ -220,6 +247,41 @@ class ResponseEmitter:
         self._flush(done=True)
 
 
+class SendWindow:
+    """Bytes written to one WebSocket that its client has not taken yet (still in tornado's
+    write buffer), and a wait for them to drop to the limit: backpressure for producers."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def add(self, size: int, flushed: t.Awaitable[None] | None) -> None:
+        """Count `size` bytes until `flushed` (write_message's future) is done."""
+        if flushed is None:
+            return
+        self.queued += size
+        if self.queued > self.limit:
+            self._room.clear()
+        asyncio.ensure_future(flushed).add_done_callback(lambda f: self._flushed(size, f))
+
+    def _flushed(self, size: int, future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            future.exception()  # a closed socket: nothing to report, it is handled on close
+        self.queued -= size
+        if self.queued <= self.limit:
+            self._room.set()
+
+    def room(self) -> t.Awaitable[None] | None:
+        """None if more may be sent now, else an awaitable done once it may."""
+        return None if self._room.is_set() else self._room.wait()
+
+    def release(self) -> None:
+        """Let every waiter go (the socket closed: their tasks are being cancelled)."""
+        self._room.set()
+
+
 # -- where this server is --------------------------------------------------------
 def loopback_base(serverapp: t.Any) -> tuple[str, str]:
     """(http scheme, "host:port") at which this process's own server can be reached: those of
@@ -233,15 +295,11 @@ def loopback_base(serverapp: t.Any) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
-def http_client(app: ColabRemoteApp) -> httpclient.AsyncHTTPClient:
-    """The client for proxied requests: one per extension app, with a streaming-size cap."""
-    if app.http_over_ws_client is None:
-        # simple_httpclient explicitly: its 64 KiB read chunks and streaming semantics are
-        # what the framing relies on, whatever AsyncHTTPClient is configured to.
-        app.http_over_ws_client = SimpleAsyncHTTPClient(
-            force_instance=True, max_clients=64, max_body_size=MAX_PROXIED_BODY
-        )
-    return app.http_over_ws_client
+def request_slots(app: ColabRemoteApp) -> asyncio.Semaphore:
+    """The bound on requests in flight over all of `app`'s sockets."""
+    if app.http_over_ws_slots is None:
+        app.http_over_ws_slots = asyncio.Semaphore(MAX_TOTAL_REQUESTS)
+    return app.http_over_ws_slots
 
 
 def token_from_auth_url(auth_url: str) -> str | None:
@@ -275,6 +333,8 @@ class ColabWebSocketHandler(
 
     #: The token the socket was authenticated with; proxied requests reuse it.
     auth_token: str | None = None
+    #: Counts what send_frame queued, where producers wait for the client (see SendWindow).
+    outgoing: SendWindow | None = None
     _counted = False
 
     @property
@@ -335,10 +395,13 @@ class ColabWebSocketHandler(
         """Send a JSON frame; a socket closed meanwhile just drops it."""
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
+        text = json.dumps(frame)
         try:
-            self.write_message(json.dumps(frame))
+            flushed = self.write_message(text)
         except websocket.WebSocketClosedError:
-            pass
+            return
+        if self.outgoing is not None:
+            self.outgoing.add(len(text), flushed)
 
     def count_connection(self, delta: int) -> None:
         """Keep ColabRemoteApp.http_over_ws_connections (shown by the status API) current."""
@@ -352,11 +415,12 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
     """`/http_over_websocket`: HTTP requests to this server, tunnelled as JSON frames."""
 
     def initialize(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Per-socket state: in-flight requests and the concurrency bound."""
+        """Per-socket state: in-flight requests, the concurrency bound, the send window."""
         super().initialize(*args, **kwargs)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._closed = False
+        self.outgoing = SendWindow(MAX_QUEUED_BYTES)
 
     @ws_authenticated
     async def get(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -407,64 +471,70 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
+        if self.outgoing is not None:
+            self.outgoing.release()
         self.count_connection(-1)
 
     async def _serve(self, message: str | bytes) -> None:
         try:
             request = parse_request(message)
         except ProtocolError as e:
-            self.log.debug("http_over_websocket: refused frame: %s", e)
+            self.log.debug("http_over_websocket: refused frame: %s", shorten(str(e)))
             self.send_frame(e.frame)
             return
         emitter = ResponseEmitter(request.message_id, self.send_frame)
         try:
-            await self._fetch(request, emitter)
+            async with request_slots(self.app):
+                await self._fetch(request, emitter)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self.log.exception(
-                "Uncaught error when proxying request %s %s", request.method, request.path
-            )
+        except Exception as e:
+            shown = f"{request.method} {shorten(request.path)}"
+            if isinstance(e, (loopback_http.UpstreamError, OSError)):
+                self.log.error("Error when proxying request %s: %s", shown, e)
+            else:
+                self.log.exception("Uncaught error when proxying request %s", shown)
             self.send_frame(error_frame(500, UNCAUGHT_ERROR_TEXT, request.message_id))
             return
         emitter.finish()
 
-    def _url(self, path: str) -> str:
-        scheme, netloc = loopback_base(self.serverapp)
+    def _path(self, path: str) -> str:
         base_url = self.base_url
         # Colab sends paths from the server root; a path that already carries base_url
         # (a client that knows it) is kept as is.
         if not path.startswith(base_url):
             path = base_url.rstrip("/") + path
-        return f"{scheme}://{netloc}{path}"
+        return path
 
     async def _fetch(self, request: ProxyRequest, emitter: ResponseEmitter) -> None:
         headers = self.upstream_headers()
         if request.body is not None:
-            # An explicit type, else tornado labels a POST form-urlencoded and the server
-            # would parse a JSON body as form arguments (where a "token" could hide).
+            # An explicit type: a server would parse a form-urlencoded body as form
+            # arguments (where a "token" could hide).
             is_json = _JSON_START.match(request.body) is not None
             headers["Content-Type"] = "application/json" if is_json else "application/octet-stream"
-        proxied = httpclient.HTTPRequest(
-            url=self._url(request.path),
-            method=request.method,
-            headers=headers,
-            body=request.body,
-            header_callback=emitter.header_line,
-            streaming_callback=emitter.body_chunk,
-            allow_nonstandard_methods=True,
-            follow_redirects=False,
-            # Relay the body as the server sends it; no compression to undo on the loopback.
-            decompress_response=False,
-            # Our own listening address: there is nothing to authenticate.
-            validate_cert=False,
-            connect_timeout=PROXY_CONNECT_TIMEOUT,
-            request_timeout=PROXY_REQUEST_TIMEOUT,
-        )
+        window = t.cast(SendWindow, self.outgoing)
+
+        def body_chunk(chunk: bytes) -> t.Awaitable[None] | None:
+            emitter.body_chunk(chunk)
+            # The next chunk is read from the server only once the client has room for it.
+            return window.room()
+
         # HTTP errors (404, 500) come back as responses; anything else raises.
-        response = await http_client(self.app).fetch(proxied, raise_error=False)
-        if emitter.status is None:
-            emitter.status, emitter.reason = response.code, response.reason or ""
+        scheme, netloc = loopback_base(self.serverapp)
+        await loopback_http.fetch(
+            scheme,
+            netloc,
+            request.method,
+            self._path(request.path),
+            headers,
+            request.body,
+            emitter.start,
+            body_chunk,
+            connect_timeout=PROXY_CONNECT_TIMEOUT,
+            header_timeout=PROXY_REQUEST_TIMEOUT,
+            max_body_size=MAX_PROXIED_BODY,
+        )
 
 
 class DiagnoseHandler(ColabWebSocketHandler):
@@ -480,8 +550,19 @@ class DiagnoseHandler(ColabWebSocketHandler):
         """Accept the WebSocket from any allowed origin."""
         await super().get(*args, **kwargs)
 
-    def on_message(self, message: str | bytes) -> None:
-        """Answer each message with the diagnostics, echoing it as the message_id."""
+    @property
+    def max_message_size(self) -> int:
+        """Messages are message ids: far below the 10 MiB other sockets accept."""
+        return MAX_DIAGNOSE_MESSAGE
+
+    def initialize(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """The send window: answers wait for the client to take the previous ones."""
+        super().initialize(*args, **kwargs)
+        self.outgoing = SendWindow(MAX_QUEUED_BYTES)
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Answer each message with the diagnostics, echoing it as the message_id; while the
+        client leaves answers unread, the next message is not read (tornado waits for this)."""
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
         problem = min_version_problem(self.get_argument(MIN_VERSION_PARAM, None))
@@ -493,6 +574,13 @@ class DiagnoseHandler(ColabWebSocketHandler):
                 "is_outdated_extension": problem == "outdated",
             }
         )
+        if self.outgoing is not None and (room := self.outgoing.room()) is not None:
+            await room
+
+    def on_close(self) -> None:
+        """Let a waiting on_message go."""
+        if self.outgoing is not None:
+            self.outgoing.release()
 
 
 class ProxiedWebSocketHandler(ColabWebSocketHandler):
