@@ -315,7 +315,7 @@ class ColabRemoteApp(ExtensionApp):
         write_runtime_file(self.runtime_info())
 
     async def stop_extension(self) -> None:
-        """Record last-use times, stop the socket guard and port watcher, remove the runtime file."""
+        """Record last-use times, stop the socket guard and port watcher, drop the runtime file."""
         if self.socket_guard is not None:
             self.socket_guard.stop()
         if self.ports_state is not None:
