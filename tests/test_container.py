@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -108,6 +109,38 @@ def test_option_like_images_are_refused(image):
     with pytest.raises(container.ContainerError, match="invalid image reference"):
         container.check_image(image)
     assert "--gpus" not in container.run_argv("podman", IMAGE, "default", 9000)
+
+
+def test_forward_ports_are_published_on_loopback(monkeypatch):
+    """`--forward`'s remote ports: checked, published on 127.0.0.1 beside 8080, read back."""
+    argv = container.run_argv("docker", COLAB, "default", 41234, publish={6006: 6006, 8501: 42001})
+    assert argv[argv.index("--restart") - 1 : argv.index("--restart") + 6] == [
+        "127.0.0.1:41234:8080",
+        "--restart", "on-failure",
+        "--publish", "127.0.0.1:6006:6006",
+        "--publish", "127.0.0.1:42001:8501",
+    ]  # fmt: skip
+    assert container.publish_request({"publish": [6006, 8080, 6006, 1]}) == [6006, 1]
+    assert container.publish_request({}) == []
+    for bad in ([0], [65536], ["6006"], [True], [6006.0], "6006", list(range(1, 70))):
+        with pytest.raises(container.ContainerError, match="publish"):
+            container.publish_request({"publish": bad})
+    info = {"HostConfig": {"PortBindings": {
+        "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "41234"}],
+        "6006/tcp": [{"HostIp": "127.0.0.1", "HostPort": "46006"}],
+        "7000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "7000"}],  # not ours: never used
+        "5353/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+    }}}  # fmt: skip
+    assert container.published_ports(info) == {6006: 46006}
+    assert container.published_ports({}) == {}
+    # The same port on the host when it is free there; another one when it is taken.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        free = free_port()
+        chosen = container.host_ports([free, busy], taken=[])
+        assert chosen[free] == free and chosen[busy] not in (busy, free)
+        assert container.host_ports([free], taken=[free])[free] != free
 
 
 COLAB_LOG = """\

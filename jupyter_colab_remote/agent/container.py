@@ -13,6 +13,14 @@ the companion, which keeps it in its 0600 state file as it does the native token
 Re-running `start` re-attaches to the running container (same token, same kernels); a
 container that stopped is started again (its filesystem, and what was installed, kept).
 
+`start --forward [LOCAL:]REMOTE` in container mode: the companion sends the REMOTE ports in
+the request's `publish`; a new container gets each published on the host's loopback too
+(`-p 127.0.0.1:HOSTPORT:REMOTE`, HOSTPORT = REMOTE when that is free on the host, else any
+free port), and `published` in every answer maps them, read back from the engine's own
+record of the container (its port bindings), so a re-attach or `status` knows them too.
+Ports are published only when a container is created: the companion says so for a
+requested port that a re-attached container lacks.
+
 Every engine command has a deadline; failures are one-line `ContainerError`s.
 """
 
@@ -52,6 +60,8 @@ PULL_DEADLINE = 3600.0
 ENGINE_TIMEOUT = 60.0
 STOP_GRACE = 10
 LOG_TAIL_LINES = 5
+#: At most this many --forward ports are published per container.
+MAX_PUBLISH = 64
 #: Exit code of the companion when the engine or the image fails.
 EXIT_CODE = ExitCode.CONTAINER
 
@@ -104,10 +114,11 @@ def run_argv(
     gpus: str | None = None,
     env_names: t.Iterable[str] = (),
     workdir: str | None = None,
+    publish: t.Mapping[int, int] | None = None,
 ) -> list[str]:
     """The `ENGINE run` command line that starts the profile's container (no secrets in it:
     environment variables are passed by name, their values come from the engine's
-    environment)."""
+    environment). `publish` maps more container ports to host ports, on loopback too."""
     argv = [
         engine, "run", "--detach",
         "--name", container_name(profile),
@@ -117,6 +128,8 @@ def run_argv(
         "--publish", f"127.0.0.1:{host_port}:{CONTAINER_PORT}",
         "--restart", "on-failure",
     ]  # fmt: skip
+    for inside, outside in (publish or {}).items():
+        argv += ["--publish", f"127.0.0.1:{outside}:{inside}"]
     argv += gpu_args(engine, gpus)
     for name in env_names:
         argv += ["--env", name]
@@ -166,6 +179,36 @@ def published_port(info: dict[str, t.Any]) -> tuple[str, int] | None:
         with contextlib.suppress(TypeError, ValueError):
             return b.get("HostIp") or "0.0.0.0", int(b["HostPort"])
     return None
+
+
+def publish_request(request: dict[str, t.Any]) -> list[int]:
+    """The request's container ports to publish (`--forward`'s remote ports), checked."""
+    ports = request.get("publish") or []
+    if not isinstance(ports, list) or len(ports) > MAX_PUBLISH:
+        raise ContainerError(f"publish: expected a list of at most {MAX_PUBLISH} ports")
+    out: list[int] = []
+    for p in ports:
+        if type(p) is not int or not 0 < p < 65536:
+            raise ContainerError(f"invalid port to publish {p!r}: expected 1-65535")
+        if p != CONTAINER_PORT and p not in out:  # 8080 is Jupyter's, published already
+            out.append(p)
+    return out
+
+
+def published_ports(info: dict[str, t.Any]) -> dict[int, int]:
+    """{container port: host port} of the container's other TCP ports published on loopback
+    (its own 8080 aside; a binding on another address is never used)."""
+    out: dict[int, int] = {}
+    for key, bindings in ((info.get("HostConfig") or {}).get("PortBindings") or {}).items():
+        inside, _, proto = str(key).partition("/")
+        if proto not in ("", "tcp") or inside == str(CONTAINER_PORT):
+            continue
+        for b in bindings or []:
+            with contextlib.suppress(TypeError, ValueError, KeyError):
+                if (b.get("HostIp") or "0.0.0.0") in ("127.0.0.1", "localhost"):
+                    out[int(inside)] = int(b["HostPort"])
+                    break
+    return dict(sorted(out.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,11 +337,32 @@ def container_logs(engine: str, name: str) -> str:
     return res.stdout
 
 
-def free_port() -> int:
-    """A free TCP port on the host's loopback, to publish the container on."""
+def free_port(wanted: int = 0) -> int:
+    """A free TCP port on the host's loopback, to publish the container on: `wanted` if it
+    is free, else any."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def host_ports(ports: list[int], taken: t.Iterable[int]) -> dict[int, int]:
+    """{container port: host port} for a new container: the same port where it is free on
+    the host's loopback, else a free one (never one of `taken` or chosen twice)."""
+    used, out = set(taken), {}
+    for port in ports:
+        chosen = free_port(port)
+        for _ in range(20):  # the kernel hands out another ephemeral port each time
+            if chosen not in used:
+                break
+            chosen = free_port()
+        else:
+            raise ContainerError(f"no free port on the host's loopback to publish {port} on")
+        used.add(chosen)
+        out[port] = chosen
+    return out
 
 
 def probe(port: int, token: str, timeout: float = 5.0) -> tuple[bool, str]:
@@ -385,6 +449,7 @@ def describe(engine: str, info: dict[str, t.Any]) -> dict[str, t.Any]:
         "gpu_names": gpu_names(labels.get(LABEL_GPUS)),
         "port": bound[1] if bound else None,
         "bind": bound[0] if bound else None,
+        "published": [{"port": c, "host_port": h} for c, h in published_ports(info).items()],
     }
 
 
@@ -423,6 +488,7 @@ def ensure(
     profile = request.get("profile", "default")
     image = check_image(request["image"])
     gpus = request.get("gpus") or None
+    publish = publish_request(request)
     engine = detect_engine(request.get("engine"))
     if native is not None:
         raise ContainerError(
@@ -456,7 +522,8 @@ def ensure(
             workdir = server_path(workdir)
             os.makedirs(workdir, mode=0o700, exist_ok=True)
         port = int(request.get("port") or 0) or free_port()
-        argv = run_argv(engine, image, profile, port, gpus, env, workdir)
+        extra = host_ports(publish, [port])
+        argv = run_argv(engine, image, profile, port, gpus, env, workdir, extra)
         res = engine_run(argv, env={**os.environ, **env})
         if res.returncode != 0:
             # A half-created container (port taken, GPU runtime missing) is no use to anyone.

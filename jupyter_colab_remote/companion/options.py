@@ -288,7 +288,7 @@ def interpreter(choice: t.Any) -> list[str]:
 #: the container's image, engine and GPUs come with container_record().
 REMEMBERED = ("workdir", "git", "gateway_url", "image", "gpus", "engine")
 #: What a record keeps of a container runtime.
-CONTAINER_FIELDS = ("container", "image", "engine", "gpus")
+CONTAINER_FIELDS = ("container", "image", "engine", "gpus", "published")
 
 
 def remembered_options(opts: StartOptions, prefix: list[str] | None) -> dict[str, t.Any]:

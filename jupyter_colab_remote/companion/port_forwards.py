@@ -133,6 +133,8 @@ class Forward:
     process: str | None = None
     pid: int | None = None
     kernel: str | None = None
+    #: In container mode: the host's loopback port the container's remote_port is published on.
+    host_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -149,6 +151,7 @@ class Forward:
             "process": self.process,
             "pid": self.pid,
             "kernel": self.kernel,
+            "host_port": self.host_port,
         }
 
     def describe(self) -> str:
@@ -215,6 +218,22 @@ class PortForwards:
         """Start accepting on the explicit forwards."""
         for fwd in self.forwards.values():
             fwd.forwarder.start()
+
+    def retarget(self, published: dict[int, int] | None) -> list[int]:
+        """Aim the explicit forwards at a container's published ports ({container port: host
+        port}; None: a native runtime, the host's own ports). The container ports that were
+        asked for but are not published come back (those forwards reach the host's port)."""
+        missing = []
+        for fwd in self.forwards.values():
+            if fwd.source != "explicit":
+                continue
+            fwd.host_port = (published or {}).get(fwd.remote_port)
+            if published is not None and fwd.host_port is None:
+                missing.append(fwd.remote_port)
+            link = fwd.forwarder.link
+            if isinstance(link, TargetLink):
+                link.remote = (link.remote[0], fwd.host_port or fwd.remote_port)
+        return sorted(missing)
 
     def records(self) -> list[dict[str, t.Any]]:
         """Every forward, by local port."""
@@ -377,6 +396,10 @@ def forward_lines(records: list[dict[str, t.Any]] | None) -> list[str]:
     for r in records or []:
         if r.get("source") == "explicit":
             why = "--forward"
+            if r.get("host_port"):
+                where = f"in the container (host port {r['host_port']})"
+                lines.append(f"forward {r['url']} -> port {r['remote_port']} {where} ({why})")
+                continue
         else:
             where = ", ".join(
                 x for x in (f"kernel {r['kernel']}" if r.get("kernel") else "",

@@ -65,7 +65,29 @@ def container_request(opts: StartOptions) -> ContainerFields:
     """The ensure request's container fields (`--image`: Colab's image in a container)."""
     if not opts.image:
         return {}
-    return {"image": opts.image, "gpus": opts.gpus, "engine": opts.engine}
+    publish = [spec.remote for spec in parse_forwards(opts.forward)]
+    return {"image": opts.image, "gpus": opts.gpus, "engine": opts.engine, "publish": publish}
+
+
+#: The port Colab's image serves on inside its container (published by the agent anyway).
+CONTAINER_JUPYTER_PORT = 8080
+
+
+def container_forwards(ports: PortForwards, runtime: dict[str, t.Any], ui: UI) -> None:
+    """Aim --forward at the container's published ports; say which ones it lacks."""
+    if runtime.get("mode") != "container":
+        ports.retarget(None)
+        return
+    published = {int(p["port"]): int(p["host_port"]) for p in runtime.get("published") or []}
+    published[CONTAINER_JUPYTER_PORT] = int(runtime["port"])
+    missing = ports.retarget(published)
+    if missing:
+        listed = ", ".join(map(str, missing))
+        ui.info(
+            f"the container {runtime.get('container')} does not publish port {listed} (ports "
+            "are published only when it is created; `stop` then `start` recreates it): "
+            f"--forward {listed} reaches the host's own port instead"
+        )
 
 
 def container_record(runtime: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -168,6 +190,7 @@ class Session:
             self.accept_token(runtime, request["fallback_token"])
         self.remember(runtime)
         if conn is not None:
+            container_forwards(self.ports, runtime, ui)
             self.link.set(conn.transport, ("127.0.0.1", int(runtime["port"])))
         return runtime
 

@@ -47,6 +47,9 @@ class ContainerFields(t.TypedDict, total=False):
     image: str | None
     gpus: str | None
     engine: str | None
+    #: Container ports to publish on the host's loopback too (`--forward`'s remote ports);
+    #: only a container created by this request gets them.
+    publish: list[int]
 
 
 class EnsureRequest(Request, TokenFields, ContainerFields, total=False):
@@ -101,6 +104,8 @@ class EnsureAnswer(Answer, total=False):
     image: str | None
     engine: str | None
     gpus: str | None
+    #: A container's ports published on the host's loopback: [{"port", "host_port"}].
+    published: list[dict[str, int]]
     gateway_url: str | None
     #: The workspace (`--git`): the repository and its checked-out commit.
     git: str
