@@ -46,6 +46,7 @@ from tests.harness.processes import SYSTEM_PATH, free_port, port_is_free, wait_g
 from tests.harness.runtime_api import wait_for
 from tests.harness.ssh_client import SSHClientFiles
 from tests.harness.sshd import run_sshd
+from tests.test_port_forwards import listing, wait_listing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container]
 
@@ -508,3 +509,69 @@ def test_image_with_the_extension_as_docs_dockerfile_builds_it(tmp_path, host, p
         res = run_cli("stop", "gpu-box", "--profile", "ext", env=env)
         assert res.returncode == 0, res.stderr
     assert podman.containers() == []
+
+
+def serve_in_container(port: int, marker: str, bind: str = "0.0.0.0") -> str:
+    """Kernel code: `python -m http.server PORT` in the container, over a directory that holds
+    a file named `marker` (it exists only inside the container)."""
+    return (
+        "import os, subprocess, sys\n"
+        f"os.makedirs('/tmp/site-{port}', exist_ok=True)\n"
+        f"open('/tmp/site-{port}/{marker}', 'w').write('hi')\n"
+        f"srv{port} = subprocess.Popen([sys.executable, '-m', 'http.server', '--bind', '{bind}',"
+        f" '--directory', '/tmp/site-{port}', '{port}'],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"srv{port}.pid"
+    )
+
+
+@pytest.mark.needs_root
+def test_forward_reaches_the_containers_port(tmp_path, host, podman):
+    """`--image ... --forward LOCAL:REMOTE`: an app the container's kernel serves on REMOTE
+    answers on the laptop's localhost:LOCAL, though REMOTE is taken on the host itself (the
+    container's port is then published on another loopback port). A re-attached container
+    created without a port says so in one line."""
+    server, env = host
+    port, local, remote = free_port(), free_port(), free_port()
+    name = "colabremote-default"
+    start = ["start", "gpu-box", "--image", IMAGE, "--port", str(port), "--json"]
+    with socket.socket() as squatter:  # the host's own REMOTE: something else listens there
+        squatter.bind(("127.0.0.1", remote))
+        squatter.listen()
+        with companion([*start, "--forward", f"{local}:{remote}"], env, tmp_path / "logs") as c:
+            rec = start_companion(c)
+            [published] = rec["published"]
+            assert published["port"] == remote and published["host_port"] != remote
+            [fwd] = rec["forwards"]
+            assert (fwd["local_port"], fwd["remote_port"]) == (local, remote)
+            assert fwd["host_port"] == published["host_port"]
+            bindings = inspect(podman, name)["HostConfig"]["PortBindings"]
+            assert bindings[f"{remote}/tcp"] == [
+                {"HostIp": "127.0.0.1", "HostPort": str(published["host_port"])}
+            ]
+            saved = json.loads(Path(rec["state_file"]).read_text())
+            assert saved["published"] == rec["published"]
+            url = rec["url"]
+            kid = start_kernel(url)
+            run_code(url, kid, serve_in_container(remote, "in-the-container.txt"))
+            took = wait_listing(local, "in-the-container.txt", 30)
+            print(f"\ncontainer's app served on localhost:{local} {took:.2f} s after its start")
+            assert c.stop(signal.SIGINT) == 0
+
+        # Re-attached with one more port: the container cannot publish it any more.
+        local2, remote2 = free_port(), free_port()
+        args = [*start, "--forward", f"{local}:{remote}", "--forward", f"{local2}:{remote2}"]
+        with companion(args, env, tmp_path / "logs") as c:
+            again = start_companion(c)
+            assert again["reattached"] is True and again["published"] == rec["published"]
+            line = (
+                f"the container {name} does not publish port {remote2} (ports are published "
+                "only when it is created; `stop` then `start` recreates it): "
+                f"--forward {remote2} reaches the host's own port instead"
+            )
+            assert c.stderr().count(line) == 1, c.stderr()
+            assert "in-the-container.txt" in (listing(local) or "")  # the first still works
+            res = run_cli("stop", "gpu-box", env=env)
+            assert res.returncode == 0, res.stderr
+    assert podman.containers() == []
+    assert port_is_free(local) and port_is_free(local2)
