@@ -238,3 +238,35 @@ def test_reconcile_opens_and_closes_local_ports(capsys):
     finally:
         ports.close()
         held.close()
+
+
+def test_container_forwards_aim_at_published_ports(capsys):
+    """Container mode: each --forward aims at the host port its container port is published
+    on; one lacking (a re-attached container) says so in one line and aims at the host's own
+    port; a native runtime's forwards aim at the host's ports. (No SSH link: the targets.)"""
+    from jupyter_colab_remote.companion.forwarder import Link
+    from jupyter_colab_remote.companion.port_forwards import PortForwards
+    from jupyter_colab_remote.companion.session import container_forwards
+    from jupyter_colab_remote.companion.ui import UI
+    from tests.harness.processes import free_port
+
+    specs = parse_forwards([f"{free_port()}:{p}" for p in (6006, 7000, 8080)])
+    ports = PortForwards(Link(), specs, UI())
+    try:
+        ports.bind_explicit()
+        runtime = {"mode": "container", "container": "colabremote-default", "port": 41000,
+                   "published": [{"port": 6006, "host_port": 46006}]}  # fmt: skip
+        container_forwards(ports, runtime, UI())
+        targets = {p: f.forwarder.link.remote for p, f in ports.forwards.items()}
+        assert targets == {6006: ("127.0.0.1", 46006), 7000: ("127.0.0.1", 7000),
+                           8080: ("127.0.0.1", 41000)}  # fmt: skip
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not publish port 7000 (ports are published" in err
+        lines = forward_lines(ports.records())
+        assert any(line.endswith("-> port 6006 in the container (host port 46006) (--forward)")
+                   for line in lines)  # fmt: skip
+        container_forwards(ports, {"mode": "native", "port": 41000}, UI())
+        assert ports.forwards[6006].forwarder.link.remote == ("127.0.0.1", 6006)
+        assert ports.forwards[6006].host_port is None
+    finally:
+        ports.close()
