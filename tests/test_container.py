@@ -556,6 +556,14 @@ def test_forward_reaches_the_containers_port(tmp_path, host, podman):
             run_code(url, kid, serve_in_container(remote, "in-the-container.txt"))
             took = wait_listing(local, "in-the-container.txt", 30)
             print(f"\ncontainer's app served on localhost:{local} {took:.2f} s after its start")
+            res = run_cli("status", "gpu-box", env=env)
+            assert res.returncode == 0, res.stderr
+            host_port = published["host_port"]
+            assert f"GPUs: none, {remote} on 127.0.0.1:{host_port}\n" in res.stdout
+            assert (
+                f"forward http://localhost:{local} -> port {remote} in the container "
+                f"(host port {host_port}) (--forward)"
+            ) in res.stdout
             assert c.stop(signal.SIGINT) == 0
 
         # Re-attached with one more port: the container cannot publish it any more.

@@ -402,6 +402,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  container profile={c.get('profile')} {c.get('container')} ({c.get('engine')}) "
             f"image {c.get('image')}, {up}, port {c.get('port')}, "
             f"{c.get('restarts')} restart(s), GPUs: {gpus}"
+            + "".join(
+                f", {p['port']} on 127.0.0.1:{p['host_port']}" for p in c.get("published") or []
+            )
         )
     if not out["tunnels"] and not out.get("runtimes") and not out.get("containers"):
         print("no connections")
