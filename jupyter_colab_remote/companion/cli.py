@@ -219,6 +219,12 @@ def _local_file(path: str, option: str) -> str:
     return path
 
 
+#: A published port reaches the container's network interface, not its loopback.
+CONTAINER_APP_HINT = (
+    "  (apps in the container must listen on all its addresses: 0.0.0.0, tensorboard --bind_all)\n"
+)
+
+
 def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(record), flush=True)
@@ -238,6 +244,11 @@ def _print_record(record: dict[str, t.Any], as_json: bool) -> None:
         )
         + f", remote pid {record['remote_pid']})\n"
         + "".join(f"  {line}\n" for line in forward_lines(record.get("forwards")))
+        + (
+            CONTAINER_APP_HINT
+            if any(f.get("host_port") for f in record.get("forwards") or [])
+            else ""
+        )
         + ("\n" if record.get("forwards") else ""),
         flush=True,
     )

@@ -193,9 +193,9 @@ def test_start_prints_the_forwards(capsys):
         "forwards": [{"url": "http://localhost:6006", "remote_port": 6006, "source": "explicit"}],
     }
     _print_record(record, as_json=False)
-    assert "  forward http://localhost:6006 -> port 6006 on the host (--forward)\n" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "  forward http://localhost:6006 -> port 6006 on the host (--forward)\n" in out
+    assert "0.0.0.0" not in out  # the container hint: only for a container's ports
 
 
 def test_reconcile_opens_and_closes_local_ports(capsys):
@@ -265,6 +265,11 @@ def test_container_forwards_aim_at_published_ports(capsys):
         lines = forward_lines(ports.records())
         assert any(line.endswith("-> port 6006 in the container (host port 46006) (--forward)")
                    for line in lines)  # fmt: skip
+        record = {"url": "http://localhost:9000/?token=t", "local_port": 9000, "remote_pid": 1,
+                  "reattached": True, "mode": "container", "container": "c", "image": "i",
+                  "forwards": ports.records()}  # fmt: skip
+        _print_record(record, as_json=False)
+        assert "must listen on all its addresses: 0.0.0.0" in capsys.readouterr().out
         container_forwards(ports, {"mode": "native", "port": 41000}, UI())
         assert ports.forwards[6006].forwarder.link.remote == ("127.0.0.1", 6006)
         assert ports.forwards[6006].host_port is None
