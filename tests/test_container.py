@@ -575,7 +575,7 @@ def test_forward_reaches_the_containers_port(tmp_path, host, podman):
             line = (
                 f"the container {name} does not publish port {remote2} (ports are published "
                 "only when it is created; `stop` then `start` recreates it): "
-                f"--forward {remote2} reaches the host's own port instead"
+                f"--forward reaches the host's own port {remote2} instead"
             )
             assert c.stderr().count(line) == 1, c.stderr()
             assert "in-the-container.txt" in (listing(local) or "")  # the first still works

@@ -82,11 +82,11 @@ def container_forwards(ports: PortForwards, runtime: dict[str, t.Any], ui: UI) -
     published[CONTAINER_JUPYTER_PORT] = int(runtime["port"])
     missing = ports.retarget(published)
     if missing:
-        listed = ", ".join(map(str, missing))
+        listed = ("port " if len(missing) == 1 else "ports ") + ", ".join(map(str, missing))
         ui.info(
-            f"the container {runtime.get('container')} does not publish port {listed} (ports "
+            f"the container {runtime.get('container')} does not publish {listed} (ports "
             "are published only when it is created; `stop` then `start` recreates it): "
-            f"--forward {listed} reaches the host's own port instead"
+            f"--forward reaches the host's own {listed} instead"
         )
 
 
