@@ -9,6 +9,7 @@ that awaitable gives False).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import typing as t
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class _Delegate(httputil.HTTPMessageDelegate):
         self.started = False
         self.finished = False
         self.abandoned = False
+        self.cancelled = False
 
     def headers_received(
         self,
@@ -62,9 +64,14 @@ class _Delegate(httputil.HTTPMessageDelegate):
         return None if waiting is None else self._wait(waiting)
 
     async def _wait(self, waiting: Awaitable[bool | None]) -> None:
-        # Not by raising: tornado logs an exception from here as uncaught. Closing the
-        # connection makes its next read fail instead, which ends read_response.
-        if await waiting is False:
+        # Never by raising: tornado logs an exception from here (a cancellation too) as
+        # uncaught. Closing the connection makes its next read fail instead, which ends
+        # read_response; fetch() then raises what was meant.
+        try:
+            give_up = await waiting is False
+        except asyncio.CancelledError:
+            self.cancelled = give_up = True
+        if give_up:
             self.abandoned = True
             self._stream.close()
 
@@ -134,6 +141,8 @@ async def fetch(
         except StreamClosedError:
             if not delegate.abandoned:
                 raise
+        if delegate.cancelled:
+            raise asyncio.CancelledError()
         if delegate.abandoned:
             raise Abandoned()
         if not delegate.finished:
