@@ -10,6 +10,11 @@ the companion brings its own version. The laptop is a fresh venv holding only th
 (`pip install` of a wheel of this checkout), and a HOME whose ~/.ssh/config names the server
 with the key and whose known_hosts is empty (a new host key). Colab is headless Chromium on a
 fake https://colab.research.google.com page (tests/harness/browser.py).
+
+The main test also runs, in that wheel-only runtime, the features that need more than the
+server's bare Python: a kernel's `python -m http.server` is forwarded to the laptop
+automatically (the runtime's port watcher with only the package's declared dependencies),
+over SSH-level liveness (never declaring the healthy link dead).
 """
 
 from __future__ import annotations
@@ -27,10 +32,20 @@ import pytest
 from jupyter_colab_remote import __version__
 from jupyter_colab_remote.companion.remote import sh_join
 from tests.harness.browser import browser_available, chromium, serve_page
-from tests.harness.companion import api, companion, companion_env, error_line, run_cli
+from tests.harness.companion import (
+    api,
+    companion,
+    companion_env,
+    error_line,
+    run_cli,
+    run_code,
+    start_kernel,
+)
 from tests.harness.install_env import SYSTEM_PYTHON, server_env
 from tests.harness.processes import free_port, wait_gone
+from tests.harness.runtime_api import wait_for
 from tests.harness.sshd import run_sshd
+from tests.test_port_forwards import NOTICE_BOUND, serve_code, wait_closed, wait_listing
 
 pytestmark = [
     pytest.mark.e2e,
@@ -111,9 +126,45 @@ def first_hour(request, tmp_path, laptop_python, ssh_client_files, wheelhouse):
         yield FirstHour(tmp_path, server, laptop_python, ssh_client_files)
 
 
-def _start_install_and_use(fh: FirstHour, *options: str, expect_prefix: Path) -> dict[str, object]:
+def _kernel_app_is_forwarded(url: str, c) -> dict[str, float]:
+    """A kernel started through the URL runs `python -m http.server` in the background: the
+    laptop serves its listing within NOTICE_BOUND, on the same port or (the server shares this
+    machine's loopback, so that port is taken here) the next free one the companion prints;
+    once the kernel kills it the forward goes. Returns the measured seconds."""
+    t_step = time.monotonic()
+    kernel_id = start_kernel(url)
+    port = free_port()
+    t0 = time.monotonic()
+    (pid,) = run_code(url, kernel_id, serve_code(port, "fh", "app"))
+    line = re.compile(
+        rf"http\.server \(kernel python3, pid {int(pid)}\) -> http://localhost:(\d+)"
+        rf"(?: \(port {port} is in use here\))?$",
+        re.M,
+    )
+    found = wait_for(lambda: line.search(c.stderr()), NOTICE_BOUND, "the forward's line")
+    local = int(found.group(1))
+    assert local >= port, found.group(0)  # the same port, or the next free one
+    wait_listing(local, "marker-fh.txt", NOTICE_BOUND)
+    served = time.monotonic() - t0
+    t1 = time.monotonic()
+    run_code(url, kernel_id, "app.kill(); app.wait()")
+    gone_line = f"stopped listening: closed http://localhost:{local}\n"
+    wait_for(lambda: gone_line in c.stderr(), NOTICE_BOUND, "the forward's end")
+    wait_closed(local, NOTICE_BOUND)
+    return {
+        "forward_line": found.group(0),
+        "forward_served_s": round(served, 2),
+        "forward_gone_s": round(time.monotonic() - t1, 2),
+        "forward_step_s": round(time.monotonic() - t_step, 2),
+    }
+
+
+def _start_install_and_use(
+    fh: FirstHour, *options: str, expect_prefix: Path, forward: bool = False
+) -> dict[str, object]:
     """`start gpu-box --install --accept-new-host-key [options]`, Colab runs a cell through the
-    printed URL, then `url` and `stop` with no options. Returns what was measured."""
+    printed URL (and, if `forward`, a kernel's app is forwarded), then `url` and `stop` with
+    no options. Returns what was measured."""
     missing = browser_available()
     if missing:
         pytest.skip(f"no browser to test with: {missing}")
@@ -146,6 +197,9 @@ def _start_install_and_use(fh: FirstHour, *options: str, expect_prefix: Path) ->
         assert run.get("error") is None and run["reply"]["status"] == "ok", run
         # The kernel runs in the environment installed into, with this very version.
         assert run["executeResult"]["data"]["text/plain"] == repr(f"{expect_prefix} {__version__}")
+        measured = _kernel_app_is_forwarded(url, c) if forward else {}
+        # SSH-level liveness ran all along over the real sshd: the link was never taken for dead.
+        assert "; reconnecting" not in c.stderr() and "Traceback" not in c.stderr(), c.stderr()
 
         again = fh.cli("url", "gpu-box")
         assert again.returncode == 0 and again.stdout.strip() == url, again
@@ -156,14 +210,14 @@ def _start_install_and_use(fh: FirstHour, *options: str, expect_prefix: Path) ->
         assert c.proc.wait(20) == 0  # `stop` ended the companion too
     assert wait_gone(runtime) == [], "runtime or kernel still running after stop"
     assert fh.leftovers() == []
-    return {"install_s": float(step.group(1)), "start_s": started}
+    return {"install_s": float(step.group(1)), "start_s": started, **measured}
 
 
 def test_first_start_installs_into_the_private_venv(first_hour):
     """Default: the server's index (PIP_FIND_LINKS) has the dependencies but not the package;
     the companion uploads its own version into ~/.local/share/jupyter-colab-remote/venv."""
     venv = first_hour.server.remote_home / ".local/share/jupyter-colab-remote/venv"
-    measured = _start_install_and_use(first_hour, expect_prefix=venv)
+    measured = _start_install_and_use(first_hour, expect_prefix=venv, forward=True)
     print(f"private venv: {measured}")
 
 

@@ -10,7 +10,6 @@ import uuid
 from urllib.parse import urlencode
 
 import pytest
-from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -24,6 +23,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketHandler, websocket_connect
 
+from jupyter_colab_remote.companion.kernel_check import execute_request
 from jupyter_colab_remote.extension import http_over_ws
 from tests.harness.runtime_api import COLAB_ORIGIN
 
@@ -549,21 +549,6 @@ def kernel_id(jp_fetch, jp_asyncio_loop):
     jp_asyncio_loop.run_until_complete(stop(kid))
 
 
-def execute_request(session, code):
-    msg = session.msg(
-        "execute_request",
-        content={
-            "code": code,
-            "silent": False,
-            "store_history": False,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        },
-    )
-    return msg
-
-
 async def read_execute_result(receive, msg_id):
     """Kernel messages until the execute_result answering msg_id; its text/plain."""
     while True:
@@ -585,9 +570,8 @@ async def test_proxied_kernel_websocket_json(ws_connect, kernel_id, colab_app):
         headers={"Origin": COLAB_ORIGIN},
     )
     assert colab_app.http_over_ws_connections == 1
-    msg = execute_request(session, "1+1")
-    msg["channel"] = "shell"
-    await ws.write_message(json.dumps(msg, default=json_default))
+    msg = execute_request("1+1", session.session)
+    await ws.write_message(json.dumps(msg))
 
     async def receive():
         raw = await ws.read_message()
@@ -608,7 +592,7 @@ async def test_proxied_kernel_websocket_binary_v1(ws_connect, kernel_id):
         subprotocols=[protocol],
     )
     assert ws.selected_subprotocol == protocol
-    msg = execute_request(session, "1+1")
+    msg = execute_request("1+1", session.session)
     await ws.write_message(serialize_msg_to_ws_v1(msg, "shell", session.pack), binary=True)
 
     async def receive():
@@ -675,9 +659,8 @@ async def test_proxied_websocket_auth_url_token(ws_connect, kernel_id, token):
         headers={"Host": "localhost:9000", "Origin": COLAB_ORIGIN},
         auth=False,
     )
-    msg = execute_request(session, "6*7")
-    msg["channel"] = "shell"
-    await ws.write_message(json.dumps(msg, default=json_default))
+    msg = execute_request("6*7", session.session)
+    await ws.write_message(json.dumps(msg))
 
     async def receive():
         m = json.loads(await ws.read_message())

@@ -1,7 +1,9 @@
 """http-over-websocket under hostile or slow clients, against a real `jupyter colabremote serve`:
 a client that asks for a large file and stops reading must not grow the server by the file's
-size (backpressure), yet gets every byte once it reads; a deeply nested JSON frame and a
-9 MB path get error frames on a socket that stays usable, and the log lines stay short."""
+size (backpressure), yet gets every byte once it reads; one that never reads is aborted after
+the idle timeout, freeing its request slot; a deeply nested JSON frame and a 9 MB path get
+error frames on a socket that stays usable, and the log lines stay short; one token holds at
+most 64 sockets open."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import time
 
 import psutil
 import pytest
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from jupyter_colab_remote.tokens import TokenStore
 from tests.harness.processes import net_connections
 from tests.harness.runtime import Runtime, run_runtime
 from tests.harness.runtime_api import wait_for
@@ -33,10 +36,15 @@ STALL_SECONDS = 4.0
 MAX_LOG_LINE = 2000
 
 
+#: The idle timeout the abort test configures (the default, 60 s, is too long to wait for).
+SHORT_IDLE_TIMEOUT = 2.0
+
+
 @pytest.fixture
-def rt(tmp_path):
-    """A real `serve` whose root holds `big.bin`: sparse, with random marks along it."""
-    with run_runtime(tmp_path) as runtime:
+def rt(request, tmp_path):
+    """A real `serve` whose root holds `big.bin`: sparse, with random marks along it.
+    Indirect parameters: extra `serve` arguments."""
+    with run_runtime(tmp_path, getattr(request, "param", None)) as runtime:
         path = tmp_path / "root" / "big.bin"
         with open(path, "wb") as f:
             f.truncate(BIG_FILE_BYTES)
@@ -54,11 +62,13 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
-async def connect(rt: Runtime) -> WebSocketClientConnection:
-    """Colab's socket: the token inside the auth URL, as Colab sends it."""
+async def connect(rt: Runtime, token: str | None = None) -> WebSocketClientConnection:
+    """Colab's socket: the token (the runtime's unless given) inside the auth URL, as Colab
+    sends it."""
     url = (
         f"ws://127.0.0.1:{rt.port}/http_over_websocket?min_version=0.0.7"
-        f"&jupyter_http_over_ws_auth_url=http%3A%2F%2F127.0.0.1%3A{rt.port}%2F%3Ftoken%3D{rt.token}"
+        "&jupyter_http_over_ws_auth_url="
+        f"http%3A%2F%2F127.0.0.1%3A{rt.port}%2F%3Ftoken%3D{token or rt.token}"
     )
     # tornado's client reads a frame only when asked (a queue of one): a client that stops
     # reading stops reading its socket too.
@@ -136,31 +146,33 @@ def test_unread_download_is_paused_not_buffered(rt):
     asyncio.run(go())
 
 
+def established(rt: Runtime) -> int:
+    """The server's established TCP connections (a proxied request holds both ends of one)."""
+    server = psutil.Process(rt.proc.pid)
+    return sum(1 for c in net_connections(server) if c.status == psutil.CONN_ESTABLISHED)
+
+
 def test_many_unread_downloads_then_the_client_leaves(rt):
     """Sixteen downloads of the file on one socket, none read: the server stays within
     MAX_GROWTH; when the client goes away, the proxied requests end (their loopback
-    connections close) and a new socket is served."""
-    server = psutil.Process(rt.proc.pid)
-
-    def loopback_connections() -> int:
-        return sum(1 for c in net_connections(server) if c.status == psutil.CONN_ESTABLISHED)
+    connections close) without an error in the log, and a new socket is served."""
 
     async def go():
         ws = await connect(rt)
         await request(ws, "warm", "/api/contents/big.bin?content=0")
         await next_frame(ws)
-        idle_connections = loopback_connections()
+        idle_connections = established(rt)
         base = rss(rt.proc.pid)
         for i in range(16):
             await request(ws, f"big-{i}", "/files/big.bin")
         grown = await growth_while_unread(rt.proc.pid, base)
         print(f"server grew by {grown / 2**20:.1f} MiB with 16 unread downloads")
         assert grown < MAX_GROWTH, f"grew by {grown / 2**20:.0f} MiB"
-        assert loopback_connections() >= idle_connections + 2 * 16  # both ends of each
+        assert established(rt) >= idle_connections + 2 * 16  # both ends of each
         ws.close()
         await asyncio.to_thread(
             wait_for,
-            lambda: loopback_connections() < idle_connections,
+            lambda: established(rt) < idle_connections,
             15,
             "the proxied requests' connections closed",
         )
@@ -170,6 +182,102 @@ def test_many_unread_downloads_then_the_client_leaves(rt):
             assert (await next_frame(ws))["status"] == 200
         finally:
             ws.close()
+
+    asyncio.run(go())
+    # Abandoned quietly: no "Uncaught exception" from tornado, no proxying errors.
+    log = rt.log()
+    assert "Traceback" not in log and "Error when proxying" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    "rt", [[f"--ColabRemoteApp.http_over_ws_idle_timeout={SHORT_IDLE_TIMEOUT}"]], indirect=True
+)
+def test_a_client_that_never_reads_is_aborted_and_its_slot_freed(rt):
+    """A download whose client reads nothing is aborted once the client has taken nothing
+    for the idle timeout: its proxied request ends (the loopback connection closes, the slot
+    is free) while the client still reads nothing; reading, the client gets what was sent,
+    then a 408 error frame for that message_id; the socket serves again."""
+
+    async def go():
+        ws = await connect(rt)
+        try:
+            await request(ws, "warm", "/api/contents/big.bin?content=0")
+            await next_frame(ws)
+            idle = established(rt)
+            t0 = time.monotonic()
+            await request(ws, "big", "/files/big.bin")
+            await asyncio.to_thread(
+                wait_for, lambda: established(rt) >= idle + 2, 15, "the proxied request"
+            )
+            await asyncio.to_thread(
+                wait_for,
+                lambda: established(rt) <= idle,
+                SHORT_IDLE_TIMEOUT + 15,
+                "the stalled request aborted",
+                0.05,
+            )
+            aborted = time.monotonic() - t0
+            print(f"aborted {aborted:.2f} s after the request (idle timeout {SHORT_IDLE_TIMEOUT})")
+            assert aborted >= SHORT_IDLE_TIMEOUT
+            size = 0
+            while True:
+                frame = await next_frame(ws)
+                assert frame["message_id"] == "big", frame
+                size += len(base64.b64decode(frame.get("data", "")))
+                if frame["done"]:
+                    break
+            assert frame["status"] == 408, frame
+            assert "took nothing for 2 s" in frame["statusText"], frame
+            assert 0 < size < BIG_FILE_BYTES
+            await request(ws, "after", "/api/contents/big.bin?content=0")
+            frame = await next_frame(ws)
+            assert (frame["message_id"], frame["status"]) == ("after", 200)
+        finally:
+            ws.close()
+
+    asyncio.run(go())
+    log = rt.log()
+    assert "aborted GET /files/big.bin: the client took nothing for 2 s" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_one_token_holds_at_most_64_sockets(rt):
+    """The default cap: a token's 65th open socket (http-over-websocket or proxied) is refused
+    with HTTP 429 and a reason naming the cap, while another token is served; once one of the
+    64 closes, the token opens another."""
+
+    async def go():
+        sockets = [await connect(rt) for _ in range(64)]
+        try:
+            with pytest.raises(HTTPClientError) as refused:
+                await connect(rt)
+            assert refused.value.code == 429
+            assert "sockets open with this token (64)" in str(refused.value), refused.value
+            proxied = (
+                f"ws://127.0.0.1:{rt.port}/http_over_websocket/proxied_ws/api/events/subscribe"
+                f"?token={rt.token}"
+            )
+            with pytest.raises(HTTPClientError) as refused:
+                await websocket_connect(HTTPRequest(proxied, connect_timeout=15))
+            assert refused.value.code == 429
+            other = await connect(rt, TokenStore(rt.token_file).create("other"))
+            await request(other, "o", "/api/contents?content=0")
+            assert (await next_frame(other))["status"] == 200
+            other.close()
+            sockets.pop().close()
+            for _ in range(50):  # the server notices the close within a few ms
+                try:
+                    sockets.append(await connect(rt))
+                    break
+                except HTTPClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("no new socket after one closed")
+            await request(sockets[-1], "n", "/api/contents?content=0")
+            assert (await next_frame(sockets[-1]))["status"] == 200
+        finally:
+            for ws in sockets:
+                ws.close()
 
     asyncio.run(go())
 

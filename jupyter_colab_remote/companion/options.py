@@ -41,6 +41,16 @@ def option(
     return dataclasses.field(default=default, metadata={"cli": spec})
 
 
+def switch(flag: str, *, help: str, **kwargs: t.Any) -> t.Any:
+    """An option() that is off unless `flag` is given."""
+    return option(False, flag, action="store_true", help=help, **kwargs)
+
+
+#: option()'s placement of the interpreter choices and of the container options.
+INTERPRETER: dict[str, t.Any] = {"section": "connection", "group": INTERPRETER_GROUP}
+CONTAINER: dict[str, t.Any] = {"section": "container", "group": CONTAINER_GROUP}
+
+
 @dataclasses.dataclass
 class StartOptions:
     """Everything `start` was asked to do."""
@@ -56,10 +66,8 @@ class StartOptions:
         section="connection",
         profile=False,
     )
-    accept_new_host_key: bool = option(
-        False,
+    accept_new_host_key: bool = switch(
         "--accept-new-host-key",
-        action="store_true",
         help="trust an unknown SSH host key and save it to known_hosts (trust on first use)",
         section="connection",
     )
@@ -82,41 +90,17 @@ class StartOptions:
         section="connection",
     )
     remote_python: str | None = option(
-        None,
-        "--remote-python",
-        metavar="PATH",
-        help="python executable on the host",
-        section="connection",
-        group=INTERPRETER_GROUP,
+        None, "--remote-python", metavar="PATH", help="python executable on the host", **INTERPRETER
     )
     remote_venv: str | None = option(
-        None,
-        "--remote-venv",
-        metavar="DIR",
-        help="virtual environment on the host",
-        section="connection",
-        group=INTERPRETER_GROUP,
+        None, "--remote-venv", metavar="DIR", help="virtual environment on the host", **INTERPRETER
     )
     remote_conda: str | None = option(
-        None,
-        "--remote-conda",
-        metavar="ENV",
-        help="conda/mamba environment name",
-        section="connection",
-        group=INTERPRETER_GROUP,
+        None, "--remote-conda", metavar="ENV", help="conda/mamba environment name", **INTERPRETER
     )
-    remote_uv: bool = option(
-        False,
-        "--remote-uv",
-        action="store_true",
-        help="run through `uv run`",
-        section="connection",
-        group=INTERPRETER_GROUP,
-    )
-    install: bool = option(
-        False,
+    remote_uv: bool = switch("--remote-uv", help="run through `uv run`", **INTERPRETER)
+    install: bool = switch(
         "--install",
-        action="store_true",
         help="install this version of jupyter-colab-remote on the host if missing (into "
         "--remote-venv/--remote-python's venv, else a private venv)",
     )
@@ -157,39 +141,22 @@ class StartOptions:
         "--image",
         help="run this container image on the host, e.g. "
         "us-docker.pkg.dev/colab-images/public/runtime (pulled if missing)",
-        section="container",
-        group=CONTAINER_GROUP,
+        **CONTAINER,
     )
     gpus: str | None = option(
-        None,
-        "--gpus",
-        metavar="all|0,1",
-        help="GPUs to pass into the container",
-        section="container",
-        group=CONTAINER_GROUP,
+        None, "--gpus", metavar="all|0,1", help="GPUs to pass into the container", **CONTAINER
     )
     engine: str | None = option(
         None,
         "--engine",
         choices=("docker", "podman"),
         help="default: podman or docker on the host",
-        section="container",
-        group=CONTAINER_GROUP,
+        **CONTAINER,
     )
-    json: bool = option(
-        False,
-        "--json",
-        action="store_true",
-        help="print a JSON record instead of the URL",
-        profile=False,
-    )
-    open_browser: bool = option(
-        False, "--open", action="store_true", help="open Colab in the browser", profile=False
-    )
-    stop_on_exit: bool = option(
-        False,
+    json: bool = switch("--json", help="print a JSON record instead of the URL", profile=False)
+    open_browser: bool = switch("--open", help="open Colab in the browser", profile=False)
+    stop_on_exit: bool = switch(
         "--stop-on-exit",
-        action="store_true",
         help="stop the remote runtime and its kernels when this command exits",
         profile=False,
     )

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import psutil
 from jupyter_server.extension.application import ExtensionApp
 from tornado.netutil import bind_sockets
-from traitlets import Bool, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from .. import __version__
 from ..errors import StartError
@@ -20,6 +20,7 @@ from ..protocol.runtime_file import remove_runtime_file, write_runtime_file
 from ..tokens import TokenError, TokenStore, default_token_file
 from . import gateway, kernel_ports, kernel_ws, log_scrub, ports_api
 from .colab_handlers import COLAB_HANDLERS
+from .http_over_ws import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SOCKETS
 from .identity import TokenStoreIdentityProvider
 from .kernel_check import KERNEL_CHECK_HANDLERS
 from .landing import LANDING_HANDLERS, LANDING_PATH, jupyterlab_loaded
@@ -150,6 +151,18 @@ class ColabRemoteApp(ExtensionApp):
         False, config=True, help="Also cull idle kernels that still have a connection."
     )
     cull_busy = Bool(False, config=True, help="Also cull busy kernels.")
+    http_over_ws_idle_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT,
+        config=True,
+        help="Seconds an http-over-websocket response may wait for a client that reads "
+        "nothing of it before it is aborted (an error frame) and its request slot freed.",
+    )
+    http_over_ws_max_sockets = Integer(
+        DEFAULT_MAX_SOCKETS,
+        config=True,
+        help="http-over-websocket sockets (requests and proxied WebSockets) one token may "
+        "hold open at once; further handshakes get HTTP 429. 0: no limit.",
+    )
 
     def __init__(self, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
@@ -165,6 +178,8 @@ class ColabRemoteApp(ExtensionApp):
         self.socket_guard: SocketGuard | None = None
         #: Bounds http-over-websocket requests in flight over all sockets (made on first use).
         self.http_over_ws_slots: asyncio.Semaphore | None = None
+        #: Open http-over-websocket sockets by credential digest (the per-token cap).
+        self.http_over_ws_sockets: dict[str, int] = {}
         #: The ports kernels listen on (ports_api), on a Colab runtime only.
         self.ports_state: ports_api.PortsState | None = None
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import hashlib
 import json
 import re
 import typing as t
@@ -55,6 +57,14 @@ MAX_TOTAL_REQUESTS = 128
 #: Response bytes queued for one socket's client beyond which reading the proxied responses
 #: pauses until the client catches up: what bounds memory when a client (or its link) is slow.
 MAX_QUEUED_BYTES = 2 * 1024**2
+
+#: Seconds a response may wait for its client to take anything before it is aborted (its
+#: slot among MAX_TOTAL_REQUESTS freed); the default of ColabRemoteApp.http_over_ws_idle_timeout.
+DEFAULT_IDLE_TIMEOUT = 60.0
+
+#: Sockets (/http_over_websocket and proxied_ws) one token may hold open; Colab opens one or
+#: two per tab. The default of ColabRemoteApp.http_over_ws_max_sockets.
+DEFAULT_MAX_SOCKETS = 64
 
 #: Longest path proxied; a longer one gets 414 (tornado's server refuses a request head
 #: larger than 64 KiB without an answer anyway).
@@ -254,6 +264,8 @@ class SendWindow:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queued = 0
+        #: Writes the client has taken so far: progress, for the idle timeout.
+        self.taken = 0
         self._room = asyncio.Event()
         self._room.set()
 
@@ -270,12 +282,25 @@ class SendWindow:
         if not future.cancelled():
             future.exception()  # a closed socket: nothing to report, it is handled on close
         self.queued -= size
+        self.taken += 1
         if self.queued <= self.limit:
             self._room.set()
 
     def room(self) -> t.Awaitable[None] | None:
         """None if more may be sent now, else an awaitable done once it may."""
         return None if self._room.is_set() else self._room.wait()
+
+    async def wait_room(self, idle_timeout: float) -> bool:
+        """Wait until more may be sent (True); False once the client has taken nothing for
+        `idle_timeout` seconds (a slow client that keeps taking something waits on)."""
+        while not self._room.is_set():
+            taken = self.taken
+            try:
+                await asyncio.wait_for(self._room.wait(), idle_timeout)
+            except asyncio.TimeoutError:
+                if self.taken == taken:
+                    return False
+        return True
 
     def release(self) -> None:
         """Let every waiter go (the socket closed: their tasks are being cancelled)."""
@@ -372,6 +397,27 @@ class ColabWebSocketHandler(
         if self.current_user is not None and self.token_authenticated:
             self.auth_token = self.identity_provider.get_token(self) or None
 
+    @contextlib.contextmanager
+    def socket_quota(self) -> t.Iterator[None]:
+        """Hold one of the credential's sockets for the block (the socket's whole life: tornado's
+        get() returns once it closes); HTTP 429 if all of them are open already."""
+        credential = self.auth_token or f"user:{getattr(self.current_user, 'username', '')}"
+        # Keyed by a digest: the app's state never holds a token.
+        key = hashlib.sha256(credential.encode()).hexdigest()
+        counts, cap = self.app.http_over_ws_sockets, self.app.http_over_ws_max_sockets
+        if cap and counts.get(key, 0) >= cap:
+            self.log.warning("http_over_websocket: refused a socket: %d already open", cap)
+            raise web.HTTPError(
+                429, reason=f"Too many http-over-websocket sockets open with this token ({cap})"
+            )
+        counts[key] = counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            counts[key] -= 1
+            if not counts[key]:
+                del counts[key]
+
     def upstream_headers(self) -> dict[str, str]:
         """Host and credentials for requests made on the client's behalf to this server."""
         # The client's Host (already accepted by check_host): the server then sees the
@@ -424,8 +470,9 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
 
     @ws_authenticated
     async def get(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Accept the WebSocket (authentication is checked first)."""
-        await super().get(*args, **kwargs)
+        """Accept the WebSocket (authentication is checked first, then the socket cap)."""
+        with self.socket_quota():
+            await super().get(*args, **kwargs)
 
     def open(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Refuse an unsupported min_version; otherwise start serving."""
@@ -488,6 +535,12 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
                 await self._fetch(request, emitter)
         except asyncio.CancelledError:
             raise
+        except loopback_http.Abandoned:
+            shown = f"{request.method} {shorten(request.path)}"
+            why = f"the client took nothing for {self.app.http_over_ws_idle_timeout:g} s"
+            self.log.warning("http_over_websocket: aborted %s: %s", shown, why)
+            self.send_frame(error_frame(408, f"Request aborted: {why}.", request.message_id))
+            return
         except Exception as e:
             shown = f"{request.method} {shorten(request.path)}"
             if isinstance(e, (loopback_http.UpstreamError, OSError)):
@@ -514,11 +567,13 @@ class HttpOverWebSocketHandler(ColabWebSocketHandler):
             is_json = _JSON_START.match(request.body) is not None
             headers["Content-Type"] = "application/json" if is_json else "application/octet-stream"
         window = t.cast(SendWindow, self.outgoing)
+        idle_timeout = self.app.http_over_ws_idle_timeout
 
-        def body_chunk(chunk: bytes) -> t.Awaitable[None] | None:
+        def body_chunk(chunk: bytes) -> t.Awaitable[bool] | None:
             emitter.body_chunk(chunk)
-            # The next chunk is read from the server only once the client has room for it.
-            return window.room()
+            # The next chunk is read from the server only once the client has room for it;
+            # a client that takes nothing for idle_timeout abandons the request.
+            return None if window.room() is None else window.wait_room(idle_timeout)
 
         # HTTP errors (404, 500) come back as responses; anything else raises.
         scheme, netloc = loopback_base(self.serverapp)
@@ -604,9 +659,14 @@ class ProxiedWebSocketHandler(ColabWebSocketHandler):
 
     @ws_authenticated
     async def get(self, path: str) -> None:
-        """Connect upstream first, so a refusal there (404, 403) refuses this handshake."""
+        """Within the socket cap, connect upstream first, so a refusal there (404, 403)
+        refuses this handshake."""
         if path.startswith("http_over_websocket"):
             raise web.HTTPError(400, "refusing to proxy the proxy")
+        with self.socket_quota():
+            await self._relay_socket(path)
+
+    async def _relay_socket(self, path: str) -> None:
         header = self.request.headers.get("Sec-WebSocket-Protocol", "")
         subprotocols = [s.strip() for s in header.split(",") if s.strip()]
         request = httpclient.HTTPRequest(
