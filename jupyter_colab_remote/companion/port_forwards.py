@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 import typing as t
 from urllib.parse import quote
 
@@ -28,6 +29,9 @@ log = logging.getLogger("jupyter_colab_remote.companion")
 
 #: How long one long-poll of the runtime's ports waits for a change (seconds).
 LONG_POLL_SECONDS = 20
+#: Re-report the local ports this often while there are any: the runtime forgets a companion
+#: silent for 90 s (ports_api.REPORT_TTL_SECONDS), so a killed one leaves no stale links.
+REPORT_REFRESH_SECONDS = 30.0
 #: How many ports above a taken one an automatic forward tries.
 NEXT_FREE_TRIES = 50
 #: Backoff between failed polls (the link is down, or the runtime restarts).
@@ -199,6 +203,7 @@ class PortForwards:
         self._main_port = 0
         self._token = ""
         self._client = "companion"
+        self._reported_at = 0.0  # time.monotonic() of the last accepted report
 
     # -- explicit ------------------------------------------------------
     def bind_explicit(self) -> None:
@@ -284,6 +289,8 @@ class PortForwards:
         code, _, _ = request(self._main_port, "PUT", "/colabremote/api/ports", headers, 10, body)
         if code not in (200, 204, 404):
             log.warning("the runtime refused the port report (HTTP %s)", code)
+        else:
+            self._reported_at = time.monotonic()
 
     def _watch(self) -> None:
         since = ""
@@ -299,7 +306,12 @@ class PortForwards:
                     return
                 since = str(doc.get("version", ""))
                 changed = self.reconcile(doc["ports"])
-                if changed or self._client not in doc.get("clients", [self._client]):
+                stale = time.monotonic() - self._reported_at > REPORT_REFRESH_SECONDS
+                if (
+                    changed
+                    or self._client not in doc.get("clients", [self._client])
+                    or (stale and self.records())
+                ):
                     self.report()
             except (CompanionError, OSError, ValueError, KeyError, TypeError) as e:
                 # The link is down (the session heals it) or the runtime restarts: retry.

@@ -28,6 +28,9 @@ INTEREST_SECONDS = 60.0
 MAX_WAIT_SECONDS = 30.0
 #: Most forwards one report may name.
 MAX_REPORTED = 256
+#: A companion re-reports at least every 30 s while it has forwards; one silent this long was
+#: killed (kill -9, a closed laptop) and its links leave the panel.
+REPORT_TTL_SECONDS = 90.0
 
 
 class PortsState:
@@ -71,11 +74,20 @@ class PortsState:
             self._callback.stop()
             self._callback = None
 
+    def drop_stale_reports(self, now: float | None = None) -> None:
+        """Forget companions that have not reported for REPORT_TTL_SECONDS."""
+        now = time.time() if now is None else now
+        for client in [
+            c for c, r in self.reports.items() if now - r["reported"] > REPORT_TTL_SECONDS
+        ]:
+            del self.reports[client]
+
     def document(self) -> dict[str, t.Any]:
         """Ports with the local ports companions forward them to, plus explicit forwards of
         ports no kernel of ours listens on (a server started another way)."""
         by_port: dict[int, list[dict[str, t.Any]]] = {}
         explicit: set[int] = set()
+        self.drop_stale_reports()
         for client, report in self.reports.items():
             for f in report["forwards"]:
                 by_port.setdefault(f["remote_port"], []).append(

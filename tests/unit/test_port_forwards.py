@@ -16,6 +16,7 @@ from jupyter_colab_remote.companion.cli import _print_record, build_parser, main
 from jupyter_colab_remote.companion.errors import CompanionError
 from jupyter_colab_remote.companion.options import apply_defaults
 from jupyter_colab_remote.companion.port_forwards import (
+    REPORT_REFRESH_SECONDS,
     ForwardSpec,
     forward_lines,
     in_ranges,
@@ -29,7 +30,7 @@ from jupyter_colab_remote.extension.listening_ports import (
     proc_listeners,
     process_label,
 )
-from jupyter_colab_remote.extension.ports_api import parse_report
+from jupyter_colab_remote.extension.ports_api import REPORT_TTL_SECONDS, PortsState, parse_report
 
 
 def test_forward_specs_from_the_command_line_and_profiles():
@@ -275,3 +276,30 @@ def test_container_forwards_aim_at_published_ports(capsys):
         assert ports.forwards[6006].host_port is None
     finally:
         ports.close()
+
+
+class _NoKernels:
+    """A kernel manager with no kernels: the reports alone decide the document."""
+
+    def list_kernel_ids(self) -> list[str]:
+        return []
+
+
+def test_reports_of_a_silent_companion_expire():
+    """A companion killed with kill -9 never withdraws its links: the runtime forgets a report
+    not refreshed for REPORT_TTL_SECONDS, and a live companion refreshes well inside that."""
+    state = PortsState(_NoKernels())
+    now = time.time()
+
+    def report(port: int, age: float) -> dict:
+        forward = {"remote_port": port, "local_port": port, "source": "explicit"}
+        return {"forwards": [forward], "reported": now - age}
+
+    state.reports["killed"] = report(7000, REPORT_TTL_SECONDS + 1)
+    state.reports["live"] = report(7001, REPORT_REFRESH_SECONDS)
+    doc = state.document()
+    assert doc["clients"] == ["live"]
+    assert [(p["port"], p["forwards"]) for p in doc["ports"]] == [
+        (7001, [{"client": "live", "local_port": 7001}])
+    ]
+    assert REPORT_REFRESH_SECONDS * 2 < REPORT_TTL_SECONDS
