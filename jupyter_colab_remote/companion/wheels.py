@@ -24,6 +24,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from packaging.version import Version
+
 from ..protocol.errors import ExitCode
 from .errors import CompanionError
 
@@ -45,12 +47,17 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("jupyter-colab-remote")) / "wheels"
 
 
+def same_version(a: str, b: str) -> bool:
+    """Equal as PEP 440 versions: package.json's "0.2.0-alpha.1" is the metadata's "0.2.0a1"."""
+    return Version(a) == Version(b)
+
+
 def own_wheel(cache: Path | None = None) -> Path:
     """A wheel of the jupyter-colab-remote this companion runs (built once, then cached)."""
     import jupyter_colab_remote
 
     dist = md.distribution(OWN_DISTRIBUTION)
-    if dist.version != jupyter_colab_remote.__version__:
+    if not same_version(dist.version, jupyter_colab_remote.__version__):
         raise CompanionError(
             f"the installed metadata says jupyter-colab-remote {dist.version} but the code is "
             f"{jupyter_colab_remote.__version__}; reinstall it here (pip install -e .)",
