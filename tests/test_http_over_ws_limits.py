@@ -19,6 +19,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from jupyter_colab_remote.extension.http_over_ws import MAX_DIAGNOSE_SOCKETS
 from jupyter_colab_remote.tokens import TokenStore
 from tests.harness.processes import net_connections
 from tests.harness.runtime import Runtime, run_runtime
@@ -334,5 +335,43 @@ def test_diagnose_answers_wait_for_the_client(rt):
         await ws.write_message("x" * (1 << 20))
         assert await asyncio.wait_for(ws.read_message(), 30) is None
         assert ws.close_code == 1009
+
+    asyncio.run(go())
+
+
+def test_diagnose_sockets_are_capped_for_everyone(rt):
+    """/diagnose needs no token, so any local account may open it: at most
+    MAX_DIAGNOSE_SOCKETS are open at once (429 beyond), a closed one frees its place, and a
+    token holder's http-over-websocket socket is served meanwhile."""
+    url = f"ws://127.0.0.1:{rt.port}/http_over_websocket/diagnose?min_version=0.0.7"
+
+    async def open_diagnose():
+        return await websocket_connect(HTTPRequest(url, connect_timeout=15, request_timeout=30))
+
+    async def go():
+        sockets = [await open_diagnose() for _ in range(MAX_DIAGNOSE_SOCKETS)]
+        try:
+            with pytest.raises(HTTPClientError) as refused:
+                await open_diagnose()
+            assert refused.value.code == 429
+            assert f"for diagnose ({MAX_DIAGNOSE_SOCKETS})" in str(refused.value)
+            colab = await connect(rt)
+            await request(colab, "c", "/api/contents?content=0")
+            assert (await next_frame(colab))["status"] == 200
+            colab.close()
+            sockets.pop().close()
+            for _ in range(50):  # the server notices the close within a few ms
+                try:
+                    sockets.append(await open_diagnose())
+                    break
+                except HTTPClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("no new diagnose socket after one closed")
+            await sockets[-1].write_message("m")
+            assert (await next_frame(sockets[-1]))["message_id"] == "m"
+        finally:
+            for ws in sockets:
+                ws.close()
 
     asyncio.run(go())

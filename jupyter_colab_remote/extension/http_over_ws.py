@@ -76,6 +76,10 @@ MAX_SHOWN_CHARS = 200
 #: Largest /diagnose message (a message id; the socket needs no token): larger ones close it.
 MAX_DIAGNOSE_MESSAGE = 64 * 1024
 
+#: /diagnose sockets open at once, over all clients: they need no token, so no per-token cap
+#: applies; Colab opens one, briefly, after a failed connection.
+MAX_DIAGNOSE_SOCKETS = 16
+
 #: Close code for a refused min_version (the original sent 400, which is not a valid code).
 CLOSE_BAD_VERSION = 4400
 
@@ -398,17 +402,23 @@ class ColabWebSocketHandler(
             self.auth_token = self.identity_provider.get_token(self) or None
 
     @contextlib.contextmanager
-    def socket_quota(self) -> t.Iterator[None]:
-        """Hold one of the credential's sockets for the block (the socket's whole life: tornado's
-        get() returns once it closes); HTTP 429 if all of them are open already."""
-        credential = self.auth_token or f"user:{getattr(self.current_user, 'username', '')}"
-        # Keyed by a digest: the app's state never holds a token.
-        key = hashlib.sha256(credential.encode()).hexdigest()
-        counts, cap = self.app.http_over_ws_sockets, self.app.http_over_ws_max_sockets
+    def socket_quota(self, shared: str | None = None, cap: int | None = None) -> t.Iterator[None]:
+        """Hold one of the credential's sockets (or, with `shared`, one of that pool's `cap`)
+        for the block (the socket's whole life: tornado's get() returns once it closes);
+        HTTP 429 if all of them are open already."""
+        if shared is None:
+            credential = self.auth_token or f"user:{getattr(self.current_user, 'username', '')}"
+            # Keyed by a digest: the app's state never holds a token.
+            key = hashlib.sha256(credential.encode()).hexdigest()
+            cap = self.app.http_over_ws_max_sockets
+            holder = "with this token"
+        else:
+            key, holder = shared, f"for {shared}"
+        counts = self.app.http_over_ws_sockets
         if cap and counts.get(key, 0) >= cap:
             self.log.warning("http_over_websocket: refused a socket: %d already open", cap)
             raise web.HTTPError(
-                429, reason=f"Too many http-over-websocket sockets open with this token ({cap})"
+                429, reason=f"Too many http-over-websocket sockets open {holder} ({cap})"
             )
         counts[key] = counts.get(key, 0) + 1
         try:
@@ -602,8 +612,9 @@ class DiagnoseHandler(ColabWebSocketHandler):
 
     @allow_unauthenticated
     async def get(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Accept the WebSocket from any allowed origin."""
-        await super().get(*args, **kwargs)
+        """Accept the WebSocket from any allowed origin, MAX_DIAGNOSE_SOCKETS at once."""
+        with self.socket_quota("diagnose", MAX_DIAGNOSE_SOCKETS):
+            await super().get(*args, **kwargs)
 
     @property
     def max_message_size(self) -> int:
