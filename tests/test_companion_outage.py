@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pathlib
 import queue
 import signal
 import socket
@@ -528,3 +529,28 @@ def test_outage_noticed_without_tcp_user_timeout(remote, tmp_path):
     assert "same runtime" in back_line
     assert run_code(url, kernel_id, "print(x)") == "123\n"
     assert companion.proc.poll() is None
+
+
+def test_long_server_alive_interval_in_ssh_config_keeps_quick_detection(remote):
+    """A `ServerAliveInterval 60` kept in ~/.ssh/config (common, for NAT keepalive) makes the
+    SSH-level check wait 60 s before its first request; on Linux the companion's 1 s keepalive
+    packets still let TCP_USER_TIMEOUT notice an idle dead link within the portable bound, so
+    nothing is lost, and no slow-detection note is printed (it is not slow here)."""
+    home = pathlib.Path(remote.env["HOME"])
+    with open(home / ".ssh" / "config", "a") as f:
+        f.write("\nHost *\n    ServerAliveInterval 60\n")
+    companion = remote.start()
+    url = companion.record()["url"]
+    kernel_id = start_kernel(url)
+    time.sleep(1.0)  # an idle link
+    t_down = time.monotonic()
+    remote.ns.link_down()
+    try:
+        when_lost, _ = companion.wait_stderr(lambda s: "lost" in s, DETECTION_BOUND, after=t_down)
+    finally:
+        remote.ns.link_up()
+    detection = when_lost - t_down
+    print(f"\nServerAliveInterval 60: dead link detected {detection:.2f} s after the cut")
+    assert detection <= PORTABLE_DETECTION_BOUND
+    wait_url_works(url, kernel_id, RECOVERY_BOUND)
+    assert "note: a dead link" not in companion.stderr

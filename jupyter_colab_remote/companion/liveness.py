@@ -30,6 +30,28 @@ DEFAULT_INTERVAL = 1.0
 DEFAULT_COUNT_MAX = 4
 #: The request OpenSSH's client sends; servers that do not know it still answer (failure).
 KEEPALIVE_REQUEST = "keepalive@openssh.com"
+#: Slower detection than this is worth a line at start (a `ServerAliveInterval 60` kept in
+#: ~/.ssh/config for NAT keepalive is common).
+SLOW_DETECTION_SECONDS = 10.0
+
+
+def slow_detection_note(interval: float, count_max: int, os_backup: bool) -> str | None:
+    """One line when these settings let a dead link go unnoticed for long, with the option
+    that restores ~5 s; None when detection is quick, or when the OS's TCP_USER_TIMEOUT
+    (os_backup: Linux, with the companion's 1 s keepalive packets) notices it anyway."""
+    if os_backup:
+        return None
+    if interval > 0 and interval * count_max <= SLOW_DETECTION_SECONDS:
+        return None
+    what = (
+        "the SSH liveness check is off (ServerAliveInterval 0)"
+        if interval <= 0
+        else f"ServerAliveInterval {interval:g} x ServerAliveCountMax {count_max}"
+    )
+    when = "only when the OS gives up" if interval <= 0 else f"after {interval * count_max:g} s"
+    return (
+        f"note: a dead link is noticed {when}: {what}; --server-alive-interval 1 notices it in ~5 s"
+    )
 
 
 class ReceiveClock:

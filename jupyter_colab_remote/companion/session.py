@@ -23,6 +23,7 @@ from .forwarder import Forwarder, Link, bind_local
 from .gateway import gateway_warning
 from .install import Installer
 from .kernel_check import python_kernelspec, verify_kernel
+from .liveness import slow_detection_note
 from .options import CONTAINER_FIELDS, StartOptions, interpreter, remembered_options
 from .port_forwards import PortForwards, parse_forwards, parse_ignore
 from .probe import probe_tcp
@@ -205,7 +206,16 @@ class Session:
             server_alive_count_max=self.opts.server_alive_count_max,
         )
         with ui.step(f"connecting to {self.target.describe()}"):
-            return connect(self.target, options)
+            conn = connect(self.target, options)
+        if not quiet:
+            # TCP_USER_TIMEOUT applies to a socket of ours, not to a ProxyCommand's pipe.
+            os_backup = hasattr(socket, "TCP_USER_TIMEOUT") and not (
+                flatten_hops(self.target)[0].proxy_command
+            )
+            note = slow_detection_note(*options.liveness_for(self.target), os_backup)
+            if note:
+                ui.info(note)
+        return conn
 
     def remote_agent(self, conn: SSHConnection, ui: UI, check_version: bool) -> RemoteAgent:
         """The agent on the host; checks its version (installing it with --install)."""

@@ -414,8 +414,9 @@ def connect(target: SSHTarget, options: ConnectOptions | None = None) -> SSHConn
                 raise ConnectError(f"SSH handshake with {hop.describe()} failed: {e}") from e
             _check_host_key(hop, transport, options)
             _authenticate(hop, transport, options)
-            if clock is None:
-                transport.set_keepalive(options.keepalive_seconds)
+            # Always: where TCP_USER_TIMEOUT exists, these packets make it notice a dead idle
+            # link in ~5 s even when ~/.ssh/config's ServerAliveInterval is long.
+            transport.set_keepalive(options.keepalive_seconds)
             via = transport
     except BaseException:
         for tr in reversed(transports):

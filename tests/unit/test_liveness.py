@@ -21,6 +21,7 @@ from jupyter_colab_remote.companion.liveness import (
     DEFAULT_INTERVAL,
     Liveness,
     ReceiveClock,
+    slow_detection_note,
 )
 from jupyter_colab_remote.companion.ssh_connect import ConnectOptions
 from jupyter_colab_remote.companion.ssh_target import resolve
@@ -131,3 +132,17 @@ def test_bad_values_are_one_line_errors():
         ConnectOptions(server_alive_interval=-1).liveness_for(plain)
     with pytest.raises(CompanionError, match="--server-alive-count-max"):
         ConnectOptions(server_alive_count_max=0).liveness_for(plain)
+
+
+def test_slow_detection_is_said_at_start():
+    """A long ServerAliveInterval (kept in ~/.ssh/config for NAT keepalive) or a check turned
+    off is said in one line naming the fix, unless the OS's TCP_USER_TIMEOUT notices anyway;
+    the defaults and other quick settings say nothing."""
+    assert slow_detection_note(1, 4, os_backup=False) is None
+    assert slow_detection_note(2, 5, os_backup=False) is None
+    slow = slow_detection_note(60, 3, os_backup=False)
+    assert slow is not None and "after 180 s" in slow and "ServerAliveInterval 60" in slow
+    assert "--server-alive-interval 1" in slow
+    off = slow_detection_note(0, 4, os_backup=False)
+    assert off is not None and "off" in off
+    assert slow_detection_note(60, 3, os_backup=True) is None
