@@ -219,8 +219,15 @@ async def roundtrip(ws: WebSocketClientConnection, session: str, timeout: float)
     idle = False
     t0 = time.perf_counter()
     await ws.write_message(payload)
+    seen: list[str] = []  # this request's message types, for the error if one never comes
     while elapsed is None or not idle:
-        raw = await asyncio.wait_for(ws.read_message(), max(0.01, end - loop.time()))
+        try:
+            raw = await asyncio.wait_for(ws.read_message(), max(0.01, end - loop.time()))
+        except asyncio.TimeoutError:
+            waiting = "execute_reply" if elapsed is None else "idle status"
+            raise TimeoutError(
+                f"no {waiting} within {timeout:g} s for {msg_id} (its messages so far: {seen})"
+            ) from None
         if raw is None:
             raise ConnectionError("kernel WebSocket closed")
         if isinstance(raw, bytes):
@@ -228,6 +235,7 @@ async def roundtrip(ws: WebSocketClientConnection, session: str, timeout: float)
         msg = json.loads(raw)
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
+        seen.append(msg["msg_type"])
         if msg["msg_type"] == "execute_reply":
             elapsed = time.perf_counter() - t0
             if msg["content"].get("status") != "ok":
@@ -302,7 +310,11 @@ async def drive(
     end = time.monotonic()
     opened = gate.opened_at or end
     samples = [r for r in results if isinstance(r, list)]
-    errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+    errors = [
+        f"kernel {kid}: {type(r).__name__}: {r}"
+        for kid, r in zip(ids, results, strict=True)
+        if isinstance(r, BaseException)
+    ]
     return samples, errors, opened - t0, end - opened
 
 
