@@ -31,7 +31,6 @@ sys.dont_write_bytecode = True  # write no __pycache__ into the repository
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
 import tempfile  # noqa: E402
@@ -40,6 +39,7 @@ from pathlib import Path  # noqa: E402
 import paramiko  # noqa: E402
 
 from bench.bench_companion import STARTED, measure_recovery, med  # noqa: E402
+from tests.harness.companion import companion_env  # noqa: E402
 from tests.harness.foreign_os import foreign_os_env  # noqa: E402
 from tests.harness.ssh_client import SSHClientFiles  # noqa: E402
 
@@ -48,20 +48,7 @@ VARIANTS = ("linux", "no-tcp-user-timeout", "tcp-user-timeout-only")
 
 def variant_env(tmp: Path, variant: str) -> tuple[dict[str, str], tuple[str, ...]]:
     """The companion's environment (its own HOME and Jupyter dirs) and extra options."""
-    local = tmp / "local"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JUPYTER_", "SSH_")) and k != "DISPLAY"
-    }  # no agent, no askpass: only the fake HOME's key
-    env.update(
-        HOME=str(tmp / "home"),
-        JUPYTER_DATA_DIR=str(local / "data"),
-        JUPYTER_RUNTIME_DIR=str(local / "runtime"),
-        JUPYTER_CONFIG_DIR=str(local / "config"),
-        PYTHONUNBUFFERED="1",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
+    env = companion_env(tmp / "home", tmp / "local", PYTHONDONTWRITEBYTECODE="1")
     if variant == "no-tcp-user-timeout":
         return foreign_os_env(env, tmp / "site", "macos"), ()
     if variant == "tcp-user-timeout-only":
